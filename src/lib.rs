@@ -1,0 +1,8 @@
+//! smtarpit: an SMTP tarpit and honeypot in one small event loop.
+//!
+//! The pure core (`smtp`, `trickle`, `wheel`, `record`, `config`) takes time
+//! and bytes as arguments and is tested without sockets; `server` is the thin
+//! shell that moves bytes and timers.
+
+pub mod config;
+pub mod wheel;

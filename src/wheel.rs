@@ -1,0 +1,1 @@
+//! Timer wheel (placeholder, being written).
