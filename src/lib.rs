@@ -5,4 +5,10 @@
 //! shell that moves bytes and timers.
 
 pub mod config;
+pub mod listen;
+pub mod logging;
+pub mod record;
+pub mod server;
+pub mod session;
+pub mod smtp;
 pub mod wheel;

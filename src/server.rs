@@ -1,0 +1,552 @@
+//! The event loop: one thread, one `mio::Poll`, connections in a slab whose
+//! key is both the poll token and the timer key. It only moves bytes and
+//! timers; what to send and when is the session's business.
+
+use crate::record::Rec;
+use crate::session::{Class, Next, Reason, Session, Settings, Sink};
+use crate::wheel::Wheel;
+use mio::net::TcpListener;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::SignalFd;
+use slab::Slab;
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+/// Tokens above the slab's range: the listeners count down from the top.
+const SIGNALS: Token = Token(usize::MAX);
+const LISTENER_BASE: usize = usize::MAX - 1;
+/// Reads per readiness event before the loop serves others: a client that
+/// floods us must not starve the rest.
+const READS_PER_EVENT: usize = 16;
+/// Kernel socket buffers for accepted sockets. A tarpit needs no window; the
+/// kernel doubles the value and enforces its own minimum.
+const SOCK_BUF: libc::c_int = 2048;
+
+/// A held connection: its socket and its session. The socket is kept as a
+/// plain std stream (just the descriptor) and registered by descriptor.
+pub struct Conn {
+    /// 4 bytes.
+    stream: std::net::TcpStream,
+    session: Session,
+}
+
+/// Limits that a reload may change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_clients: u32,
+    pub max_per_ip: u32,
+}
+
+/// What the loop counts for the `event=stats` record.
+#[derive(Default)]
+pub struct Stats {
+    pub accepted: u64,
+    pub closed: u64,
+    pub rejected: u64,
+    pub machines: u64,
+    pub humans: u64,
+    pub bytes_sent: u64,
+    pub held_ms: u64,
+}
+
+/// What the loop asks of its owner between events (reload, exit).
+pub enum Control {
+    Run,
+    Reload,
+    Stop,
+}
+
+pub struct Server {
+    poll: Poll,
+    listeners: Vec<TcpListener>,
+    signals: Option<SignalFd>,
+    conns: Slab<Conn>,
+    wheel: Wheel,
+    per_ip: HashMap<IpAddr, u32>,
+    pub settings: Settings,
+    pub limits: Limits,
+    pub stats: Stats,
+    start: Instant,
+    next_id: u32,
+    /// Connections whose reading was cut short by the per-event budget.
+    again: Vec<usize>,
+    /// Set while accept fails for want of descriptors (EMFILE, ENFILE).
+    starved: bool,
+    scratch: Box<[u8; 4096]>,
+}
+
+/// A socket as a [`Sink`]: one `write`, `WouldBlock` as "0 taken", any other
+/// error kept for the loop to close the connection with.
+struct SockSink<'a> {
+    stream: &'a TcpStream,
+    error: Option<io::Error>,
+}
+
+impl Sink for SockSink<'_> {
+    fn send(&mut self, bytes: &[u8]) -> usize {
+        if bytes.is_empty() || self.error.is_some() {
+            return 0;
+        }
+        loop {
+            match (&*self.stream).write(bytes) {
+                Ok(n) => return n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return 0,
+                Err(e) => {
+                    self.error = Some(e);
+                    return 0;
+                }
+            }
+        }
+    }
+}
+
+fn reason_for(e: &io::Error) -> Reason {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionAborted => Reason::Reset,
+        _ => Reason::Error,
+    }
+}
+
+impl Server {
+    pub fn new(
+        listeners: Vec<std::net::TcpListener>,
+        signals: Option<SignalFd>,
+        settings: Settings,
+        limits: Limits,
+    ) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        let mut ls = Vec::new();
+        for (i, l) in listeners.into_iter().enumerate() {
+            l.set_nonblocking(true)?;
+            let mut l = TcpListener::from_std(l);
+            poll.registry()
+                .register(&mut l, Token(LISTENER_BASE - i), Interest::READABLE)?;
+            ls.push(l);
+        }
+        if let Some(sfd) = &signals {
+            poll.registry().register(
+                &mut SourceFd(&sfd.as_raw_fd()),
+                SIGNALS,
+                Interest::READABLE,
+            )?;
+        }
+        Ok(Server {
+            poll,
+            listeners: ls,
+            signals,
+            // Reserved, not touched: untouched pages cost no memory, and the
+            // slab never moves its records while growing to the limit.
+            conns: Slab::with_capacity(limits.max_clients as usize),
+            wheel: Wheel::with_capacity(limits.max_clients as usize),
+            per_ip: HashMap::new(),
+            settings,
+            limits,
+            stats: Stats::default(),
+            start: Instant::now(),
+            next_id: 0,
+            again: Vec::new(),
+            starved: false,
+            scratch: Box::new([0; 4096]),
+        })
+    }
+
+    /// Milliseconds since the daemon started: the only clock the sessions see.
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    pub fn clients(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Runs until a signal asks for something: returns what.
+    pub fn run(&mut self) -> io::Result<Control> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = self.now();
+            let timeout = if !self.again.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                self.wheel
+                    .next_deadline()
+                    .map(|d| Duration::from_millis(d.saturating_sub(now)))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let mut control = Control::Run;
+            for ev in events.iter() {
+                match ev.token() {
+                    SIGNALS => control = self.signal(),
+                    Token(t) if t > LISTENER_BASE - self.listeners.len() => {
+                        self.accept(LISTENER_BASE - t);
+                    }
+                    Token(key) => self.ready(key, ev.is_readable(), ev.is_writable()),
+                }
+            }
+            for key in std::mem::take(&mut self.again) {
+                if self.conns.contains(key) {
+                    self.ready(key, true, false);
+                }
+            }
+            let now = self.now();
+            while let Some(key) = self.wheel.poll(now) {
+                self.fire(key as usize, now);
+            }
+            match control {
+                Control::Run => {}
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// Reads the pending signals: SIGTERM and SIGINT stop, SIGHUP reloads,
+    /// SIGUSR1 writes the stats record.
+    fn signal(&mut self) -> Control {
+        let mut control = Control::Run;
+        while let Some(sfd) = &mut self.signals {
+            match sfd.read_signal() {
+                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGTERM | Signal::SIGINT) => control = Control::Stop,
+                    Ok(Signal::SIGHUP) if !matches!(control, Control::Stop) => {
+                        control = Control::Reload;
+                    }
+                    Ok(Signal::SIGUSR1) => self.stats_record().emit(),
+                    _ => {}
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    log::warn!("reading the signalfd: {e}");
+                    break;
+                }
+            }
+        }
+        control
+    }
+
+    pub fn stats_record(&self) -> Rec {
+        let (mut machines, mut humans) = (0, 0);
+        for (_, c) in &self.conns {
+            match c.session.class() {
+                Class::Human => humans += 1,
+                _ => machines += 1,
+            }
+        }
+        let now = self.now();
+        let held_now: u64 = self
+            .conns
+            .iter()
+            .map(|(_, c)| u64::from(c.session.age_ms(now)))
+            .sum();
+        Rec::new("stats")
+            .kv("clients", self.conns.len())
+            .kv("machines", machines)
+            .kv("humans", humans)
+            .kv("accepted", self.stats.accepted)
+            .kv("closed", self.stats.closed)
+            .kv("rejected", self.stats.rejected)
+            .kv("classified_machine", self.stats.machines)
+            .kv("classified_human", self.stats.humans)
+            .kv("bytes_sent", self.stats.bytes_sent)
+            .kv("held_s", (self.stats.held_ms + held_now) / 1000)
+    }
+
+    /// Drains the listener's backlog.
+    fn accept(&mut self, index: usize) {
+        loop {
+            let (stream, peer) = match self.listeners[index].accept() {
+                Ok((s, peer)) => {
+                    // Nonblocking already; only the descriptor is kept.
+                    use std::os::fd::{FromRawFd, IntoRawFd};
+                    (unsafe { TcpStream::from_raw_fd(s.into_raw_fd()) }, peer)
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.starved = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let errno = e.raw_os_error().unwrap_or(0);
+                    if errno == libc::EMFILE || errno == libc::ENFILE {
+                        // One record per episode: edge-triggered polling will
+                        // not spin, and a close resumes accepting.
+                        if !self.starved {
+                            Rec::new("accept_error")
+                                .quoted("error", e.to_string().as_bytes())
+                                .kv("clients", self.conns.len())
+                                .emit();
+                        }
+                        self.starved = true;
+                    } else {
+                        log::warn!("accept: {e}");
+                    }
+                    return;
+                }
+            };
+            self.admit(stream, peer);
+        }
+    }
+
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let now = self.now();
+        self.next_id = self.next_id.wrapping_add(1);
+        let id = self.next_id;
+        self.stats.accepted += 1;
+        let peer = crate::record::canonical(&peer);
+        Rec::new("accept").kv("id", id).peer(&peer).emit();
+        let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
+        let over_ip = self.limits.max_per_ip > 0 && from_ip >= self.limits.max_per_ip;
+        if self.conns.len() >= self.limits.max_clients as usize || over_ip {
+            // Told and closed at once, never left waiting in the backlog.
+            self.stats.rejected += 1;
+            let mut sink = SockSink {
+                stream: &stream,
+                error: None,
+            };
+            let (session, _) = Session::new(id, peer, now, &self.settings, &mut Vec::new());
+            let mut text = Vec::new();
+            crate::smtp::render(
+                crate::smtp::Reply::TooMany,
+                &crate::smtp::Ident {
+                    hostname: &self.settings.hostname,
+                    banner: &self.settings.banner,
+                    queue_id: 0,
+                },
+                &mut text,
+            );
+            let n = sink.send(&text);
+            session
+                .close_record(Reason::Limit, now)
+                .kv("bytes_sent_421", n)
+                .emit();
+            self.stats.closed += 1;
+            return;
+        }
+        set_small_buffers(&stream);
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut SourceFd(&stream.as_raw_fd()),
+            Token(key),
+            Interest::READABLE,
+        ) {
+            log::warn!("register: {e}");
+            self.stats.closed += 1;
+            return;
+        }
+        let mut sink = SockSink {
+            stream: &stream,
+            error: None,
+        };
+        let (session, due) = Session::new(id, peer, now, &self.settings, &mut sink);
+        let error = sink.error.take();
+        entry.insert(Conn { stream, session });
+        *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
+        match error {
+            Some(e) => self.close(key, reason_for(&e)),
+            None => self.wheel.insert(key as u32, due),
+        }
+    }
+
+    /// A readiness event (or a read left over from the budget).
+    fn ready(&mut self, key: usize, readable: bool, writable: bool) {
+        let now = self.now();
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if writable && conn.session.pending() {
+            let mut sink = SockSink {
+                stream: &conn.stream,
+                error: None,
+            };
+            conn.session.flush(&mut sink);
+            if let Some(e) = sink.error {
+                return self.close(key, reason_for(&e));
+            }
+            if conn.session.pending() {
+                return;
+            }
+            // Drained: read again. Re-registering re-arms the edge, so input
+            // that arrived meanwhile is reported.
+            let _ = self.poll.registry().reregister(
+                &mut SourceFd(&conn.stream.as_raw_fd()),
+                Token(key),
+                Interest::READABLE,
+            );
+        }
+        if !readable || conn.session.pending() {
+            return;
+        }
+        for _ in 0..READS_PER_EVENT {
+            let n = match (&conn.stream).read(&mut self.scratch[..]) {
+                Ok(0) => return self.close(key, Reason::ClientClosed),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return self.close(key, reason_for(&e)),
+            };
+            let mut sink = SockSink {
+                stream: &conn.stream,
+                error: None,
+            };
+            let class_before = conn.session.class();
+            let next = conn
+                .session
+                .input(&self.scratch[..n], now, &self.settings, &mut sink);
+            if class_before == Class::Unknown {
+                match conn.session.class() {
+                    Class::Machine => self.stats.machines += 1,
+                    Class::Human => self.stats.humans += 1,
+                    Class::Unknown => {}
+                }
+            }
+            if let Some(e) = sink.error {
+                return self.close(key, reason_for(&e));
+            }
+            match next {
+                Next::Keep => {}
+                Next::At(t) => self.wheel.insert(key as u32, t),
+                Next::Close(reason) => return self.close(key, reason),
+            }
+            if conn.session.pending() {
+                // A person's replies back up (a pipelining flood): stop
+                // reading until the socket drains.
+                let _ = self.poll.registry().reregister(
+                    &mut SourceFd(&conn.stream.as_raw_fd()),
+                    Token(key),
+                    Interest::WRITABLE,
+                );
+                return;
+            }
+        }
+        self.again.push(key);
+    }
+
+    fn fire(&mut self, key: usize, now: u64) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let mut sink = SockSink {
+            stream: &conn.stream,
+            error: None,
+        };
+        let next = conn.session.timer(now, &self.settings, &mut sink);
+        if let Some(e) = sink.error {
+            return self.close(key, reason_for(&e));
+        }
+        match next {
+            Next::Keep => {}
+            Next::At(t) => self.wheel.insert(key as u32, t),
+            Next::Close(reason) => self.close(key, reason),
+        }
+    }
+
+    /// The one place a connection ends: timer, registration, slab entry,
+    /// per-address count, and exactly one close record.
+    fn close(&mut self, key: usize, reason: Reason) {
+        let now = self.now();
+        let conn = self.conns.remove(key);
+        self.wheel.cancel(key as u32);
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&conn.stream.as_raw_fd()));
+        let peer = conn.session.peer();
+        if let Some(n) = self.per_ip.get_mut(&peer.ip()) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&peer.ip());
+            }
+        }
+        self.stats.closed += 1;
+        self.stats.bytes_sent += u64::from(conn.session.bytes_sent());
+        self.stats.held_ms += u64::from(conn.session.age_ms(now));
+        conn.session.close_record(reason, now).emit();
+        drop(conn);
+        if self.starved {
+            // A descriptor came free: take what waits in the backlogs.
+            self.starved = false;
+            for i in 0..self.listeners.len() {
+                self.accept(i);
+            }
+        }
+    }
+
+    /// Ends every connection with a 421 and its close record.
+    pub fn shutdown(&mut self) {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        let mut text = Vec::new();
+        crate::smtp::render(
+            crate::smtp::Reply::ShuttingDown,
+            &crate::smtp::Ident {
+                hostname: &self.settings.hostname,
+                banner: &self.settings.banner,
+                queue_id: 0,
+            },
+            &mut text,
+        );
+        for key in keys {
+            let mut sink = SockSink {
+                stream: &self.conns[key].stream,
+                error: None,
+            };
+            sink.send(&text);
+            self.close(key, Reason::Shutdown);
+        }
+    }
+}
+
+fn set_small_buffers(stream: &TcpStream) {
+    let fd = stream.as_raw_fd();
+    for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+        // Best effort: a failure leaves the kernel's default, which works.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&SOCK_BUF as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_connection_stays_small() {
+        // DESIGN.md's budget is 96 bytes per record. We hold 72, so that a
+        // silent client's slab record and its 16-byte wheel node stay under
+        // the 96 bytes of memory a held connection may cost in all.
+        let size = std::mem::size_of::<Conn>();
+        assert!(size <= 72, "size_of::<Conn>() = {size}");
+        assert_eq!(std::mem::size_of::<std::net::TcpStream>(), 4);
+    }
+}
+#[cfg(test)]
+mod size_print {
+    #[test]
+    fn print() {
+        eprintln!(
+            "Conn={} Session={} Slab entry={}",
+            std::mem::size_of::<super::Conn>(),
+            std::mem::size_of::<crate::session::Session>(),
+            std::mem::size_of::<slab::Slab<super::Conn>>()
+        );
+    }
+}

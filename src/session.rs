@@ -1,0 +1,606 @@
+//! One client's session: man-or-machine, the tarpit's trickle, the honeypot's
+//! fast replies. Pure: bytes and the time (ms since the daemon started) come
+//! in; bytes to send, records and the next deadline come out. The event loop
+//! owns the socket and the timer wheel and does nothing but carry these.
+//!
+//! A tarpitted reply is never stored. Continuation line `n` is a function of
+//! the connection's seed and `n` ([`smtp::filler_line`]); the final part is
+//! re-rendered from the reply kind. So a stalled spammer costs a position (a
+//! line counter and a byte offset), not a buffer.
+
+use crate::record::Rec;
+use crate::smtp::{self, BodyScan, Dialogue, Ident, LineBuf, Remember, Reply, Verb, MAX_LINE};
+use std::io::Write;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+/// The timings and texts a session needs, resolved from the configuration.
+/// Durations in milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub hostname: String,
+    pub banner: String,
+    pub human_threshold: u32,
+    pub greet_pause: u32,
+    pub trickle: (u32, u32),
+    pub trickle_bytes: u32,
+    pub reply_time: (u32, u32),
+    pub max_session: u32,
+    pub idle_timeout: u32,
+    /// Mixed into every connection's random stream, so two daemons (or two
+    /// runs) never trickle in step.
+    pub seed: u32,
+}
+
+/// At most this many `event=cmd` records per connection: a client that
+/// pipelines thousands of commands must not be able to flood the log. The
+/// close record still counts them all.
+pub const MAX_CMD_RECORDS: u16 = 100;
+/// How much of a client's argument a record or the close record keeps.
+pub const MAX_ARG_RECORD: usize = 100;
+/// Replies a tarpitted client may have waiting behind the one being trickled.
+/// We do not offer PIPELINING, so only a client breaking RFC 5321 2.4 gets
+/// here; past this its replies are dropped rather than buffered.
+const QUEUE: usize = 3;
+
+/// Why a connection ended; the `reason` of the close record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    Quit,
+    ClientClosed,
+    Reset,
+    MaxSession,
+    Idle,
+    Limit,
+    Shutdown,
+    Error,
+}
+
+impl Reason {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::Quit => "quit",
+            Reason::ClientClosed => "client_closed",
+            Reason::Reset => "reset",
+            Reason::MaxSession => "max_session",
+            Reason::Idle => "idle",
+            Reason::Limit => "limit",
+            Reason::Shutdown => "shutdown",
+            Reason::Error => "error",
+        }
+    }
+}
+
+/// What the loop should do with the connection's timer after an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// The timer stands as it was.
+    Keep,
+    /// Fire at this time (ms since start).
+    At(u64),
+    /// Send what was produced, then close with this reason.
+    Close(Reason),
+}
+
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    Unknown,
+    Machine,
+    Human,
+}
+
+impl Class {
+    pub fn name(self) -> &'static str {
+        match self {
+            // A client that never spoke is held as a machine (DESIGN.md).
+            Class::Unknown | Class::Machine => "machine",
+            Class::Human => "human",
+        }
+    }
+}
+
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// `220-` sent, the final greeting line waits for the greet pause.
+    GreetPause,
+    /// Waiting for the client's next command.
+    Wait,
+    /// Trickling a reply to a machine.
+    Trickle,
+    /// Trickling done; the final part of the reply goes out (maybe in pieces).
+    Final,
+}
+
+const PREGREET: u8 = 1;
+/// Discarding the rest of an overlong line, already answered with 500.
+const SKIPPING: u8 = 2;
+
+/// What only some connections need, allocated only for them: the envelope
+/// the close record reports, a partial line, a person's unsent replies.
+#[derive(Default)]
+struct Extra {
+    helo: Box<[u8]>,
+    mail_from: Box<[u8]>,
+    rcpts: u32,
+    line: Vec<u8>,
+    out: Vec<u8>,
+}
+
+/// The compact peer address: IPv4 kept as an IPv4-mapped IPv6 address.
+#[derive(Clone, Copy)]
+struct Peer {
+    ip: [u8; 16],
+    port: u16,
+}
+
+pub struct Session {
+    /// 8 bytes; `None` for a silent or a simple bot until it says HELO.
+    extra: Option<Box<Extra>>,
+    /// 4: the connection's number in the records.
+    id: u32,
+    /// 4: the loop's clock at accept, truncated; ages below are offsets from it
+    /// (wrapping, fine for sessions shorter than 24 days).
+    born: u32,
+    /// 4: an age: the end of the banner until classified; while waiting, the
+    /// start of the wait (for the idle limit); while trickling, when the final
+    /// line may go.
+    mark: u32,
+    /// 4 + 4: byte counters for the close record.
+    sent: u32,
+    recv: u32,
+    /// 18
+    peer: Peer,
+    /// 2: continuation lines trickled so far (the filler's index).
+    line: u16,
+    /// 2: commands seen.
+    cmds: u16,
+    /// 1: byte offset in the current filler line or final part.
+    col: u8,
+    phase: Phase,
+    class: Class,
+    flags: u8,
+    body: BodyScan,
+    reply: Reply,
+    queued: u8,
+    queue: [Reply; QUEUE],
+    /// 2
+    dialogue: Dialogue,
+}
+
+/// Where a session's bytes go: the loop's socket, or a test's buffer. Takes
+/// what it can and says how much; 0 means "not now" (`WouldBlock`).
+pub trait Sink {
+    fn send(&mut self, bytes: &[u8]) -> usize;
+}
+
+impl Sink for Vec<u8> {
+    fn send(&mut self, bytes: &[u8]) -> usize {
+        self.extend_from_slice(bytes);
+        bytes.len()
+    }
+}
+
+impl Session {
+    /// A new connection: the greeting (or its first line, under a greet
+    /// pause) goes out at once; the returned time is the first deadline.
+    pub fn new(
+        id: u32,
+        peer: SocketAddr,
+        now: u64,
+        set: &Settings,
+        out: &mut impl Sink,
+    ) -> (Session, u64) {
+        let ip = match peer.ip() {
+            IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            IpAddr::V6(a) => a.octets(),
+        };
+        let mut s = Session {
+            extra: None,
+            id,
+            born: now as u32,
+            mark: 0,
+            sent: 0,
+            recv: 0,
+            peer: Peer {
+                ip,
+                port: peer.port(),
+            },
+            line: 0,
+            cmds: 0,
+            col: 0,
+            phase: Phase::Wait,
+            class: Class::Unknown,
+            flags: 0,
+            body: BodyScan::default(),
+            reply: Reply::Greeting,
+            queued: 0,
+            queue: [Reply::Greeting; QUEUE],
+            dialogue: Dialogue::default(),
+        };
+        let mut text = LineBuf::default();
+        smtp::render(Reply::Greeting, &s.ident(set), &mut text);
+        if set.greet_pause > 0 {
+            // Postfix postscreen's PREGREET test: a client that talks before
+            // the final greeting line is not waiting for us — a machine.
+            s.phase = Phase::GreetPause;
+            s.mark = set.greet_pause;
+            let mut first = LineBuf::default();
+            let _ = first.write_all(b"220-");
+            let _ = first.write_all(&text.as_slice()[4..]);
+            s.emit(first.as_slice(), out);
+        } else {
+            s.emit(text.as_slice(), out);
+        }
+        let first = s.deadline_after(now, set);
+        (s, first)
+    }
+
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    pub fn class(&self) -> Class {
+        self.class
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        let ip = Ipv6Addr::from(self.peer.ip);
+        let ip = match ip.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(ip),
+        };
+        SocketAddr::new(ip, self.peer.port)
+    }
+
+    pub fn bytes_sent(&self) -> u32 {
+        self.sent
+    }
+
+    /// How long the connection has been held.
+    pub fn age_ms(&self, now: u64) -> u32 {
+        self.age(now)
+    }
+
+    fn age(&self, now: u64) -> u32 {
+        (now as u32).wrapping_sub(self.born)
+    }
+
+    /// The absolute time of an age of this session.
+    fn at(&self, now: u64, age: u32) -> u64 {
+        now + u64::from(age.saturating_sub(self.age(now)))
+    }
+
+    fn ident<'a>(&self, set: &'a Settings) -> Ident<'a> {
+        Ident {
+            hostname: &set.hostname,
+            banner: &set.banner,
+            queue_id: (u64::from(self.born) << 32 | u64::from(self.id)) ^ u64::from(self.cmds),
+        }
+    }
+
+    /// A draw from `min..=max`. Hashed from the daemon's secret seed and the
+    /// session's moving counters instead of kept as generator state: four
+    /// bytes fewer per connection, and just as unpredictable from outside.
+    fn random(&self, set: &Settings, (min, max): (u32, u32), salt: u32) -> u32 {
+        let pos = u32::from(self.line) << 16 | u32::from(self.col) << 8 | salt;
+        let x = smtp::mix(set.seed ^ self.seed() ^ self.sent.rotate_left(11) ^ smtp::mix(pos));
+        min + x % max.saturating_sub(min).saturating_add(1)
+    }
+
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// Replies the socket did not take yet; while any are pending the loop
+    /// stops reading this client and waits for it to become writable.
+    pub fn pending(&self) -> bool {
+        self.extra.as_ref().is_some_and(|e| !e.out.is_empty())
+    }
+
+    /// The socket is writable again: send what is pending.
+    pub fn flush(&mut self, out: &mut impl Sink) {
+        if let Some(e) = self.extra.as_mut() {
+            let n = out.send(&e.out);
+            e.out.drain(..n);
+            if e.out.is_empty() {
+                e.out = Vec::new();
+            }
+            self.sent = self.sent.wrapping_add(n as u32);
+        }
+    }
+
+    /// Sends whole replies (greeting, a person's answers, a 421) in order:
+    /// behind anything pending, else straight out with the rest kept.
+    fn emit(&mut self, bytes: &[u8], out: &mut impl Sink) {
+        if self.pending() {
+            self.extra().out.extend_from_slice(bytes);
+            return;
+        }
+        let n = out.send(bytes);
+        self.sent = self.sent.wrapping_add(n as u32);
+        if n < bytes.len() {
+            self.extra().out.extend_from_slice(&bytes[n..]);
+        }
+    }
+
+    /// Bytes from the client. A person's replies go out at once; a machine's
+    /// wait for the timer.
+    pub fn input(&mut self, bytes: &[u8], now: u64, set: &Settings, out: &mut impl Sink) -> Next {
+        self.recv = self.recv.saturating_add(bytes.len() as u32);
+        if self.phase == Phase::GreetPause {
+            self.flags |= PREGREET;
+        }
+        let was = self.phase;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            if self.dialogue.in_data() {
+                match self.body.scan(rest) {
+                    Some(n) => {
+                        rest = &rest[n..];
+                        let reply = self.dialogue.end_data();
+                        self.answer(reply, now, set, out);
+                    }
+                    None => break,
+                }
+                continue;
+            }
+            let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+                self.keep_partial(rest, now, set, out);
+                break;
+            };
+            let chunk = &rest[..nl];
+            rest = &rest[nl + 1..];
+            if self.flags & SKIPPING != 0 {
+                self.flags &= !SKIPPING;
+                continue;
+            }
+            let held = match self.extra.as_mut() {
+                Some(e) if !e.line.is_empty() => Some(std::mem::take(&mut e.line)),
+                _ => None,
+            };
+            let mut joined;
+            let whole: &[u8] = match held {
+                Some(h) => {
+                    joined = h;
+                    joined.extend_from_slice(chunk);
+                    &joined
+                }
+                None => chunk,
+            };
+            // The limit counts the CRLF (RFC 5321 4.5.3.1.4).
+            if whole.len() + 2 > MAX_LINE + usize::from(whole.ends_with(b"\r")) {
+                self.answer(Reply::LineTooLong, now, set, out);
+            } else {
+                self.command(whole.strip_suffix(b"\r").unwrap_or(whole), now, set, out);
+            }
+        }
+        if self.dialogue.state == smtp::State::Done && self.phase == Phase::Wait {
+            return Next::Close(Reason::Quit);
+        }
+        match (was, self.phase) {
+            (Phase::Wait, Phase::Trickle) => {
+                Next::At(now + u64::from(self.random(set, set.trickle, 1)))
+            }
+            // A person's reply restarts the idle clock.
+            (Phase::Wait, Phase::Wait) if self.class == Class::Human => {
+                self.mark = self.age(now);
+                Next::At(self.deadline_after(now, set))
+            }
+            _ => Next::Keep,
+        }
+    }
+
+    /// Keeps an unfinished line, up to the limit: past it, answer 500 now and
+    /// discard the rest of the line as it comes, never buffering it whole.
+    fn keep_partial(&mut self, bytes: &[u8], now: u64, set: &Settings, out: &mut impl Sink) {
+        if self.flags & SKIPPING != 0 {
+            return;
+        }
+        let held = self.extra.as_ref().map_or(0, |e| e.line.len());
+        if held + bytes.len() + 2 > MAX_LINE + 1 {
+            if let Some(e) = self.extra.as_mut() {
+                e.line = Vec::new();
+            }
+            self.flags |= SKIPPING;
+            self.answer(Reply::LineTooLong, now, set, out);
+        } else {
+            self.extra().line.extend_from_slice(bytes);
+        }
+    }
+
+    fn command(&mut self, line: &[u8], now: u64, set: &Settings, out: &mut impl Sink) {
+        if self.class == Class::Unknown {
+            self.classify(now, set);
+        }
+        let cmd = smtp::parse(line);
+        self.cmds = self.cmds.saturating_add(1);
+        if self.cmds <= MAX_CMD_RECORDS {
+            let word: &[u8] = match cmd.verb {
+                Verb::Unknown | Verb::Unoffered => cmd.word,
+                v => v.name().as_bytes(),
+            };
+            Rec::new("cmd")
+                .kv("id", self.id)
+                .quoted("verb", &word[..word.len().min(16)])
+                .quoted("arg", &cmd.arg[..cmd.arg.len().min(MAX_ARG_RECORD)])
+                .emit();
+        }
+        let step = self.dialogue.command(&cmd);
+        let keep = |arg: &[u8]| -> Box<[u8]> { arg[..arg.len().min(MAX_ARG_RECORD)].into() };
+        match step.remember {
+            Remember::Nothing => {}
+            Remember::Helo => self.extra().helo = keep(cmd.arg),
+            Remember::MailFrom => {
+                let path = smtp::path_of(cmd.arg, b"FROM:").unwrap_or_default();
+                self.extra().mail_from = keep(path);
+            }
+            Remember::Rcpt => self.extra().rcpts += 1,
+        }
+        if self.dialogue.in_data() {
+            self.body = BodyScan::default();
+        }
+        self.answer(step.reply, now, set, out);
+    }
+
+    fn classify(&mut self, now: u64, set: &Settings) {
+        let pregreet = self.flags & PREGREET != 0;
+        // `mark` is the end of the greeting; under a greet pause a pregreeter
+        // speaks before it, and is a machine whatever the clock says.
+        let first_reply_ms = self.age(now).saturating_sub(self.mark);
+        self.class = if pregreet || first_reply_ms < set.human_threshold {
+            Class::Machine
+        } else {
+            Class::Human
+        };
+        Rec::new("classify")
+            .kv("id", self.id)
+            .peer(&self.peer())
+            .kv("class", self.class.name())
+            .kv("first_reply_ms", first_reply_ms)
+            .kv("pregreet", if pregreet { "yes" } else { "no" })
+            .emit();
+    }
+
+    /// Delivers a reply: to a person at once, to a machine by the trickle —
+    /// now if nothing is trickling, else after what is already queued.
+    fn answer(&mut self, reply: Reply, now: u64, set: &Settings, out: &mut impl Sink) {
+        if self.class == Class::Human && self.phase == Phase::Wait {
+            let mut text = LineBuf::default();
+            smtp::render(reply, &self.ident(set), &mut text);
+            self.emit(text.as_slice(), out);
+            return;
+        }
+        if self.phase == Phase::Wait {
+            self.start_reply(reply, now, set);
+        } else if (self.queued as usize) < QUEUE {
+            self.queue[self.queued as usize] = reply;
+            self.queued += 1;
+        }
+    }
+
+    fn start_reply(&mut self, reply: Reply, now: u64, set: &Settings) {
+        self.reply = reply;
+        self.phase = Phase::Trickle;
+        self.col = 0;
+        let t = self.random(set, set.reply_time, 2);
+        self.mark = self.age(now).saturating_add(t);
+    }
+
+    /// The connection's timer fired: the greet pause ended, a piece of the
+    /// trickle is due, or the session or the wait ran out.
+    pub fn timer(&mut self, now: u64, set: &Settings, out: &mut impl Sink) -> Next {
+        let age = self.age(now);
+        if age >= set.max_session {
+            let mut text = LineBuf::default();
+            if self.phase == Phase::Trickle && self.col > 0 {
+                // End the half-sent continuation line so the 421 stands alone.
+                let _ = text.write_all(b"\r\n");
+            }
+            smtp::render(Reply::SessionOver, &self.ident(set), &mut text);
+            self.emit(text.as_slice(), out);
+            return Next::Close(Reason::MaxSession);
+        }
+        match self.phase {
+            Phase::GreetPause if age < self.mark => {}
+            Phase::GreetPause => {
+                let mut text = LineBuf::default();
+                smtp::render(Reply::Greeting, &self.ident(set), &mut text);
+                self.emit(text.as_slice(), out);
+                self.phase = Phase::Wait;
+                self.next_queued(now, set);
+            }
+            Phase::Wait if age.wrapping_sub(self.mark) >= set.idle_timeout => {
+                let mut text = LineBuf::default();
+                smtp::render(Reply::Timeout, &self.ident(set), &mut text);
+                self.emit(text.as_slice(), out);
+                return Next::Close(Reason::Idle);
+            }
+            Phase::Wait => {}
+            // A client that does not read (a zero window) still costs one
+            // write attempt per fire; its position simply does not move.
+            Phase::Trickle => {
+                let mut text = LineBuf::default();
+                smtp::filler_line(self.reply.code(), self.seed(), self.line, &mut text);
+                let line = text.as_slice();
+                let from = usize::from(self.col);
+                let to = (from + set.trickle_bytes as usize).min(line.len());
+                let n = out.send(&line[from..to]);
+                self.sent = self.sent.wrapping_add(n as u32);
+                self.col += n as u8;
+                if usize::from(self.col) == line.len() {
+                    self.line = self.line.wrapping_add(1);
+                    self.col = 0;
+                    if age >= self.mark {
+                        self.phase = Phase::Final;
+                    }
+                }
+            }
+            Phase::Final => {
+                let mut text = LineBuf::default();
+                smtp::render(self.reply, &self.ident(set), &mut text);
+                let text = text.as_slice();
+                let n = out.send(&text[usize::from(self.col)..]);
+                self.sent = self.sent.wrapping_add(n as u32);
+                self.col += n as u8;
+                if usize::from(self.col) == text.len() {
+                    if self.reply.closes() {
+                        return Next::Close(Reason::Quit);
+                    }
+                    self.phase = Phase::Wait;
+                    self.col = 0;
+                    self.mark = age;
+                    self.next_queued(now, set);
+                }
+            }
+        }
+        Next::At(self.deadline_after(now, set))
+    }
+
+    /// Selects the filler: fixed for the connection's life, so a line reads
+    /// the same however it is cut into pieces.
+    fn seed(&self) -> u32 {
+        smtp::mix(self.id ^ self.born)
+    }
+
+    fn next_queued(&mut self, now: u64, set: &Settings) {
+        if self.queued > 0 {
+            let reply = self.queue[0];
+            self.queue.copy_within(1.., 0);
+            self.queued -= 1;
+            self.start_reply(reply, now, set);
+        }
+    }
+
+    /// When the timer should next fire, given the phase; never after the
+    /// session's end.
+    fn deadline_after(&self, now: u64, set: &Settings) -> u64 {
+        let end = self.at(now, set.max_session);
+        let due = match self.phase {
+            Phase::GreetPause => self.at(now, self.mark),
+            Phase::Wait => self.at(now, self.mark.saturating_add(set.idle_timeout)),
+            Phase::Trickle | Phase::Final => now + u64::from(self.random(set, set.trickle, 1)),
+        };
+        due.min(end)
+    }
+
+    /// The close record: everything an abuse desk needs about the session.
+    pub fn close_record(&self, reason: Reason, now: u64) -> Rec {
+        let empty: &[u8] = b"";
+        let (helo, mail_from, rcpts) = self.extra.as_ref().map_or((empty, empty, 0), |e| {
+            (&e.helo[..], &e.mail_from[..], e.rcpts)
+        });
+        Rec::new("close")
+            .kv("id", self.id)
+            .peer(&self.peer())
+            .kv("class", self.class.name())
+            .kv("duration_ms", self.age(now))
+            .kv("bytes_sent", self.sent)
+            .kv("bytes_recv", self.recv)
+            .kv("reason", reason.name())
+            .kv("cmds", self.cmds)
+            .quoted("helo", helo)
+            .quoted("mail_from", mail_from)
+            .kv("rcpt", rcpts)
+    }
+}
