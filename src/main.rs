@@ -63,7 +63,9 @@ fn run(args: &[String]) -> Result<(), String> {
     for addr in &addrs {
         match listen::bind(*addr) {
             Ok(l) => {
-                log::info!("listening on {addr}");
+                // The bound address, so a port of 0 shows the one chosen.
+                let bound = l.local_addr().map_or(*addr, |a| a);
+                log::info!("listening on {bound}");
                 listeners.push(l);
             }
             // A default IPv6 listener on a host without IPv6 is no reason to

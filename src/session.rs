@@ -405,7 +405,10 @@ impl Session {
             self.flags |= SKIPPING;
             self.answer(Reply::LineTooLong, now, set, out);
         } else {
-            self.extra().line.extend_from_slice(bytes);
+            let line = &mut self.extra().line;
+            // One allocation of the limit's size, never a doubling past it.
+            line.reserve_exact(MAX_LINE - line.len());
+            line.extend_from_slice(bytes);
         }
     }
 
@@ -602,5 +605,315 @@ impl Session {
             .quoted("helo", helo)
             .quoted("mail_from", mail_from)
             .kv("rcpt", rcpts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Grouped by what the client does; every time is explicit (ms).
+    use super::*;
+
+    fn set() -> Settings {
+        Settings {
+            hostname: "mx.test".into(),
+            banner: "ESMTP".into(),
+            human_threshold: 2000,
+            greet_pause: 0,
+            trickle: (1000, 2000),
+            trickle_bytes: 1,
+            reply_time: (10_000, 10_000),
+            max_session: 3_600_000,
+            idle_timeout: 300_000,
+            seed: 7,
+        }
+    }
+
+    fn peer() -> SocketAddr {
+        "192.0.2.1:4000".parse().unwrap()
+    }
+
+    fn open(s: &Settings, now: u64) -> (Session, u64, Vec<u8>) {
+        let mut out = Vec::new();
+        let (sess, due) = Session::new(1, peer(), now, s, &mut out);
+        (sess, due, out)
+    }
+
+    /// Drives the timer as the loop would, until the reply's final line is
+    /// out or `until`; returns the bytes and the time it ended.
+    fn trickle(sess: &mut Session, s: &Settings, mut due: u64, until: u64) -> (Vec<u8>, u64) {
+        let mut out = Vec::new();
+        while due <= until {
+            match sess.timer(due, s, &mut out) {
+                Next::At(t) => {
+                    assert!(t > due, "a timer must move forward: {t} after {due}");
+                    if sess.phase == Phase::Wait {
+                        return (out, due);
+                    }
+                    due = t;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        (out, due)
+    }
+
+    /// A cut-price Sink that takes nothing: a client that never reads.
+    struct Full;
+    impl Sink for Full {
+        fn send(&mut self, _: &[u8]) -> usize {
+            0
+        }
+    }
+
+    #[test]
+    fn greeting_at_once_and_idle_deadline() {
+        let s = set();
+        let (_, due, out) = open(&s, 5_000);
+        assert_eq!(out, b"220 mx.test ESMTP\r\n");
+        assert_eq!(due, 5_000 + 300_000);
+    }
+
+    #[test]
+    fn a_fast_client_is_a_machine_and_its_reply_trickles() {
+        let s = set();
+        let (mut sess, _, _) = open(&s, 0);
+        let mut out = Vec::new();
+        let next = sess.input(b"EHLO bot\r\n", 50, &s, &mut out);
+        assert!(out.is_empty(), "nothing at once to a machine");
+        assert_eq!(sess.class(), Class::Machine);
+        let Next::At(first) = next else {
+            panic!("{next:?}")
+        };
+        assert!((1050..=2050).contains(&first));
+        let (bytes, end) = trickle(&mut sess, &s, first, 1_000_000);
+        // One byte per fire, 1-2 s apart, and nothing final before 10 s.
+        assert!(end >= 10_050, "final line at {end}");
+        let text = String::from_utf8(bytes).unwrap();
+        let lines: Vec<&str> = text.split_inclusive("\r\n").collect();
+        assert!(lines.len() > 5);
+        assert!(lines[..lines.len() - 5]
+            .iter()
+            .all(|l| l.starts_with("250-")));
+        assert!(text.ends_with("250-mx.test\r\n250-SIZE 10240000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n"));
+        // Back to waiting: the idle clock runs from the reply's end.
+        assert_eq!(sess.deadline_after(end, &s), end + 300_000);
+    }
+
+    #[test]
+    fn trickle_gaps_stay_in_range_and_vary() {
+        let s = Settings {
+            reply_time: (1_000_000, 1_000_000),
+            ..set()
+        };
+        let (mut sess, _, _) = open(&s, 0);
+        let Next::At(mut due) = sess.input(b"HELO x\r\n", 10, &s, &mut Vec::new()) else {
+            panic!()
+        };
+        let mut gaps = std::collections::HashSet::new();
+        for _ in 0..50 {
+            let Next::At(t) = sess.timer(due, &s, &mut Vec::new()) else {
+                panic!()
+            };
+            assert!((1000..=2000).contains(&(t - due)), "gap {}", t - due);
+            gaps.insert(t - due);
+            due = t;
+        }
+        assert!(gaps.len() > 10, "gaps must be randomised: {gaps:?}");
+    }
+
+    #[test]
+    fn a_slow_client_is_a_human_and_gets_normal_replies() {
+        let s = set();
+        let (mut sess, _, _) = open(&s, 0);
+        let mut out = Vec::new();
+        sess.input(b"HELO me\r\n", 2_500, &s, &mut out);
+        assert_eq!(sess.class(), Class::Human);
+        for line in [
+            &b"MAIL FROM:<a@b>\r\n"[..],
+            b"RCPT TO:<c@d>\r\n",
+            b"DATA\r\n",
+            b"Subject: hi\r\n\r\n..dot\r\n.\r\n",
+        ] {
+            sess.input(line, 3_000, &s, &mut out);
+        }
+        let next = sess.input(b"QUIT\r\n", 3_000, &s, &mut out);
+        assert_eq!(next, Next::Close(Reason::Quit));
+        let text = String::from_utf8(out).unwrap();
+        let codes: Vec<&str> = text.lines().map(|l| &l[..3]).collect();
+        assert_eq!(codes, ["250", "250", "250", "354", "250", "221"]);
+        assert!(text.contains("queued as"));
+        let rec = sess.close_record(Reason::Quit, 3_000);
+        let line = rec.line();
+        assert!(line.contains(" class=human ") && line.contains(" helo=\"me\" "));
+        assert!(line.contains(" mail_from=\"a@b\" ") && line.ends_with(" rcpt=1"));
+    }
+
+    #[test]
+    fn a_pregreeter_is_a_machine_whatever_the_clock() {
+        let s = Settings {
+            greet_pause: 3000,
+            ..set()
+        };
+        let (mut sess, due, out) = open(&s, 0);
+        assert_eq!(out, b"220-mx.test ESMTP\r\n");
+        assert_eq!(due, 3000);
+        // It speaks before the final line, slowly enough to pass for a person.
+        let next = sess.input(b"EHLO bot\r\n", 2_900, &s, &mut Vec::new());
+        assert_eq!(next, Next::Keep);
+        assert_eq!(sess.class(), Class::Machine);
+        let mut out = Vec::new();
+        let Next::At(t) = sess.timer(3000, &s, &mut out) else {
+            panic!()
+        };
+        assert_eq!(out, b"220 mx.test ESMTP\r\n");
+        // Its queued EHLO now trickles.
+        assert!(t > 3000 && sess.phase == Phase::Trickle);
+    }
+
+    #[test]
+    fn a_patient_client_under_greet_pause_is_judged_from_the_final_line() {
+        let s = Settings {
+            greet_pause: 3000,
+            ..set()
+        };
+        let (mut sess, _, _) = open(&s, 0);
+        sess.timer(3000, &s, &mut Vec::new());
+        // 2.5 s after the final line, though 5.5 s after the first.
+        sess.input(b"HELO me\r\n", 5_500, &s, &mut Vec::new());
+        assert_eq!(sess.class(), Class::Human);
+    }
+
+    #[test]
+    fn lines_are_assembled_across_reads_and_bare_lf_works() {
+        let s = set();
+        let (mut sess, _, _) = open(&s, 0);
+        let mut out = Vec::new();
+        sess.input(b"HE", 3_000, &s, &mut out);
+        sess.input(b"LO x", 3_000, &s, &mut out);
+        assert!(out.is_empty());
+        sess.input(b"\nNOOP\n", 3_000, &s, &mut out);
+        assert_eq!(out, b"250 mx.test\r\n250 2.0.0 Ok\r\n");
+    }
+
+    #[test]
+    fn an_overlong_line_is_answered_once_and_never_buffered() {
+        let s = set();
+        let (mut sess, _, _) = open(&s, 0);
+        let mut out = Vec::new();
+        sess.input(b"HELO me\r\n", 3_000, &s, &mut out);
+        out.clear();
+        for _ in 0..100 {
+            sess.input(&[b'A'; 100], 3_000, &s, &mut out);
+            let held = sess.extra.as_ref().map_or(0, |e| e.line.capacity());
+            assert!(held <= MAX_LINE, "held {held}");
+        }
+        assert_eq!(out, b"500 5.5.0 Error: line too long\r\n");
+        sess.input(b"\r\nNOOP\r\n", 3_000, &s, &mut out);
+        assert!(out.ends_with(b"500 5.5.0 Error: line too long\r\n250 2.0.0 Ok\r\n"));
+        // Exactly at the limit is fine: 510 bytes and CRLF.
+        out.clear();
+        let mut line = b"NOOP ".to_vec();
+        line.resize(510, b'x');
+        line.extend_from_slice(b"\r\n");
+        sess.input(&line, 3_000, &s, &mut out);
+        assert_eq!(out, b"250 2.0.0 Ok\r\n");
+    }
+
+    #[test]
+    fn a_client_that_never_reads_costs_no_buffer_and_loses_no_byte() {
+        let s = set();
+        let (mut sess, _, _) = open(&s, 0);
+        let Next::At(due) = sess.input(b"EHLO bot\r\n", 10, &s, &mut Vec::new()) else {
+            panic!()
+        };
+        for i in 0..20 {
+            assert!(matches!(
+                sess.timer(due + i * 2000, &s, &mut Full),
+                Next::At(_)
+            ));
+        }
+        assert!(sess.extra.as_ref().is_none_or(|e| e.out.capacity() == 0));
+        // When it reads again, the reply resumes from its first byte.
+        let mut out = Vec::new();
+        sess.timer(due + 50_000, &s, &mut out);
+        assert_eq!(out, b"2");
+    }
+
+    #[test]
+    fn pipelined_commands_to_a_machine_queue_and_quit_closes_after_its_reply() {
+        let s = Settings {
+            reply_time: (0, 0),
+            ..set()
+        };
+        let (mut sess, _, _) = open(&s, 0);
+        let Next::At(due) = sess.input(b"HELO a\r\nNOOP\r\nQUIT\r\n", 10, &s, &mut Vec::new())
+        else {
+            panic!()
+        };
+        let mut out = Vec::new();
+        let mut t = due;
+        let reason = loop {
+            match sess.timer(t, &s, &mut out) {
+                Next::At(n) => t = n,
+                Next::Close(r) => break r,
+                Next::Keep => panic!(),
+            }
+        };
+        assert_eq!(reason, Reason::Quit);
+        let text = String::from_utf8(out).unwrap();
+        let finals: Vec<&str> = text.lines().filter(|l| l.as_bytes()[3] == b' ').collect();
+        assert_eq!(finals, ["250 mx.test", "250 2.0.0 Ok", "221 2.0.0 Bye"]);
+    }
+
+    #[test]
+    fn the_session_ends_at_max_session_with_421() {
+        let s = Settings {
+            max_session: 60_000,
+            ..set()
+        };
+        let (mut sess, _, _) = open(&s, 0);
+        let Next::At(mut t) = sess.input(b"EHLO bot\r\n", 10, &s, &mut Vec::new()) else {
+            panic!()
+        };
+        let mut out = Vec::new();
+        loop {
+            match sess.timer(t, &s, &mut out) {
+                Next::At(n) => {
+                    assert!(n <= 60_000);
+                    t = n;
+                }
+                Next::Close(r) => {
+                    assert_eq!(r, Reason::MaxSession);
+                    break;
+                }
+                Next::Keep => panic!(),
+            }
+        }
+        assert_eq!(t, 60_000);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.ends_with("\r\n421 4.7.0 mx.test Error: session too long, closing\r\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_silent_client_is_closed_when_idle() {
+        let s = set();
+        let (mut sess, due, _) = open(&s, 0);
+        let mut out = Vec::new();
+        assert_eq!(sess.timer(due, &s, &mut out), Next::Close(Reason::Idle));
+        assert!(out.starts_with(b"421 4.4.2"));
+        assert_eq!(sess.class().name(), "machine");
+    }
+
+    #[test]
+    fn nul_and_binary_bytes_are_just_unknown_commands() {
+        let s = set();
+        let (mut sess, _, _) = open(&s, 0);
+        let mut out = Vec::new();
+        sess.input(b"HELO me\r\n", 3_000, &s, &mut out);
+        sess.input(b"\x00\xff\x1b[2J\r\n", 3_000, &s, &mut out);
+        assert!(out.ends_with(b"500 5.5.2 Error: command not recognized\r\n"));
     }
 }
