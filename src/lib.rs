@@ -1,12 +1,16 @@
 //! smtarpit: an SMTP tarpit and honeypot in one small event loop.
 //!
-//! The pure core (`smtp`, `trickle`, `wheel`, `record`, `config`) takes time
-//! and bytes as arguments and is tested without sockets; `server` is the thin
-//! shell that moves bytes and timers.
+//! The pure core (`smtp`, `session`, `wheel`, `record`, `config`) takes time
+//! and bytes as arguments and is tested without sockets; `server` (and
+//! `inetd`, its one-connection twin) is the thin shell that moves bytes and
+//! timers.
 
+pub mod anchor;
 pub mod config;
+pub mod inetd;
 pub mod listen;
 pub mod logging;
+pub mod privs;
 pub mod record;
 pub mod server;
 pub mod session;

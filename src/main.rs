@@ -1,11 +1,13 @@
-//! smtarpit: start-up as a list — configuration, listeners, log, limits,
-//! signals — then the loop. Errors here are fatal, name what is wrong and exit
+//! smtarpit: start-up as a list — configuration, log, signals, listeners,
+//! limits, chroot and privilege drop — then the loop. Errors here are fatal, name what is wrong and exit
 //! non-zero; once serving, an error only ever ends one connection.
 
+use smtarpit::anchor::Anchored;
 use smtarpit::config::{self, Cli, Config};
 use smtarpit::server::{Control, Limits, Server};
 use smtarpit::session::Settings;
-use smtarpit::{listen, logging};
+use smtarpit::{listen, logging, privs};
+use std::path::Path;
 use std::process::ExitCode;
 
 /// Descriptors kept back from `max-clients`: listeners, the signalfd, the
@@ -33,7 +35,15 @@ fn run(args: &[String]) -> Result<(), String> {
         println!("smtarpit {}", env!("CARGO_PKG_VERSION"));
         return Ok(());
     }
-    let cfg = load(&cli)?;
+    // 1. The configuration, checked whole before anything is touched. The
+    //    file stays reachable for SIGHUP through its directory.
+    let conf_file = match &cli.config_file {
+        Some(path) => {
+            Some(Anchored::new(path).map_err(|e| format!("{}: cannot open: {e}", path.display()))?)
+        }
+        None => None,
+    };
+    let cfg = load(&cli, conf_file.as_ref())?;
     if cli.check_config {
         let what = cli
             .config_file
@@ -42,18 +52,116 @@ fn run(args: &[String]) -> Result<(), String> {
         println!("{what}: configuration OK");
         return Ok(());
     }
+    let root = nix::unistd::geteuid().is_root();
+    let target = if root {
+        Some(privs::resolve_user(&cfg.user)?)
+    } else {
+        None
+    };
+    let jail = (root && !cfg.no_chroot).then_some(cfg.chroot.as_path());
+    if let Some(dir) = jail {
+        privs::check_chroot(dir)?;
+    }
 
+    // 2. The log, opened while we may still write where it lives.
     let log_file = match &cfg.log_file {
-        Some(path) => Some(
-            logging::LogFile::open(path)
-                .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?,
-        ),
+        Some(path) => {
+            let a = Anchored::new(path).map_err(|e| {
+                format!(
+                    "log file {}: cannot open its directory: {e}",
+                    path.display()
+                )
+            })?;
+            let f = a
+                .open_append()
+                .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
+            Some((a, f))
+        }
         None => None,
     };
-    logging::init(cli.verbose, log_file);
+    let (log_anchor, log_file) = match log_file {
+        Some((a, f)) => (Some(a), Some(f)),
+        None => (None, None),
+    };
+    let log = logging::init(cli.verbose, log_file);
+    let signals = signals()?;
 
+    // 3. --inetd: the one connection xinetd gave us, after the same drop.
+    if cfg.inetd {
+        drop_privileges(jail, target.as_ref())?;
+        let reason = smtarpit::inetd::serve(&settings(&cfg)?, Some(signals))
+            .map_err(|e| format!("inetd: {e}"))?;
+        log::debug!("inetd session ended: {}", reason.name());
+        return Ok(());
+    }
+
+    // 4. Listeners, limits, then the drop: nothing is served as root.
+    let listeners = bind(&cfg, root)?;
     let nofile = raise_nofile();
-    let root = nix::unistd::geteuid().is_root();
+    let limits = limits_for(&cfg, nofile);
+    log::info!(
+        "max-clients {} (open-file limit {nofile}), max-per-ip {}",
+        limits.max_clients,
+        limits.max_per_ip
+    );
+    let settings = settings(&cfg)?;
+    drop_privileges(jail, target.as_ref())?;
+
+    // 5. Serve.
+    let mut server = Server::new(listeners, Some(signals), settings, limits)
+        .map_err(|e| format!("cannot start the event loop: {e}"))?;
+    log::info!("serving");
+    let mut cfg = cfg;
+    loop {
+        match server.run().map_err(|e| format!("event loop: {e}"))? {
+            Control::Run => {}
+            Control::Reload => {
+                if let Some(a) = &log_anchor {
+                    match a.open_append() {
+                        Ok(f) => log.replace(f),
+                        Err(e) => log::warn!("reload: cannot reopen {}: {e}", a.path().display()),
+                    }
+                }
+                match load(&cli, conf_file.as_ref())
+                    .map(|new| (settings_like(&new, &server.settings), new))
+                {
+                    Ok((s, new)) => {
+                        for key in cfg.restart_needed(&new) {
+                            log::warn!(
+                                "reload: '{key}' changed; it takes effect at the next restart"
+                            );
+                        }
+                        server.settings = s;
+                        server.limits = limits_for(&new, nofile);
+                        cfg = new;
+                        log::info!("reloaded");
+                    }
+                    Err(e) => log::warn!("reload failed, keeping the running configuration: {e}"),
+                }
+            }
+            Control::Stop => {
+                log::info!("shutting down: {} clients", server.clients());
+                server.shutdown();
+                server.stats_record().emit();
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// As root: chroot (unless told not to) and become `--user`, checked. As
+/// anyone else there is nothing to drop; say so once.
+fn drop_privileges(jail: Option<&Path>, target: Option<&privs::Target>) -> Result<(), String> {
+    match target {
+        Some(t) => privs::enter(jail, t),
+        None => {
+            log::info!("not root: serving without chroot or privilege drop");
+            Ok(())
+        }
+    }
+}
+
+fn bind(cfg: &Config, root: bool) -> Result<Vec<std::net::TcpListener>, String> {
     let (addrs, explicit) = if cfg.listen.is_empty() {
         (listen::default_addrs(root), false)
     } else {
@@ -74,53 +182,33 @@ fn run(args: &[String]) -> Result<(), String> {
             Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
         }
     }
-
-    let signals = signals()?;
-    let limits = limits_for(&cfg, nofile);
-    log::info!(
-        "max-clients {} (open-file limit {nofile}), max-per-ip {}",
-        limits.max_clients,
-        limits.max_per_ip
-    );
-    let mut server = Server::new(listeners, Some(signals), settings(&cfg)?, limits)
-        .map_err(|e| format!("cannot start the event loop: {e}"))?;
-    log::info!("serving");
-    loop {
-        match server.run().map_err(|e| format!("event loop: {e}"))? {
-            Control::Run => {}
-            Control::Reload => match load(&cli) {
-                Ok(new) => {
-                    for key in cfg.restart_needed(&new) {
-                        log::warn!("reload: '{key}' changed, but takes effect only on restart");
-                    }
-                    match settings(&new) {
-                        Ok(s) => server.settings = s,
-                        Err(e) => log::warn!("reload: {e}"),
-                    }
-                    server.limits = limits_for(&new, nofile);
-                    log::info!("reloaded");
-                }
-                Err(e) => log::warn!("reload failed, keeping the running configuration: {e}"),
-            },
-            Control::Stop => {
-                log::info!("shutting down: {} clients", server.clients());
-                server.shutdown();
-                server.stats_record().emit();
-                return Ok(());
-            }
-        }
-    }
+    Ok(listeners)
 }
 
 /// The configuration from the file (if any) with the command line over it.
-fn load(cli: &Cli) -> Result<Config, String> {
-    match &cli.config_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-            config::load(cli, Some((&path.display().to_string(), &text)))
+fn load(cli: &Cli, file: Option<&Anchored>) -> Result<Config, String> {
+    match file {
+        Some(a) => {
+            let text = a
+                .read_to_string()
+                .map_err(|e| format!("{}: cannot read: {e}", a.path().display()))?;
+            config::load(cli, Some((&a.path().display().to_string(), &text)))
         }
         None => config::load(cli, None),
+    }
+}
+
+/// Settings for a reload: keeps the running seed, and the running host name
+/// unless one is configured (the system's cannot change under us).
+fn settings_like(cfg: &Config, running: &Settings) -> Settings {
+    let hostname = if cfg.hostname.is_empty() {
+        running.hostname.clone()
+    } else {
+        cfg.hostname.clone()
+    };
+    Settings {
+        seed: running.seed,
+        ..settings_with(cfg, hostname)
     }
 }
 
@@ -133,8 +221,12 @@ fn settings(cfg: &Config) -> Result<Settings, String> {
     } else {
         cfg.hostname.clone()
     };
+    Ok(settings_with(cfg, hostname))
+}
+
+fn settings_with(cfg: &Config, hostname: String) -> Settings {
     let ms = |v: u64| v.min(u64::from(u32::MAX / 2)) as u32;
-    Ok(Settings {
+    Settings {
         hostname,
         banner: cfg.banner.clone(),
         human_threshold: ms(cfg.human_threshold),
@@ -145,7 +237,7 @@ fn settings(cfg: &Config) -> Result<Settings, String> {
         max_session: ms(cfg.max_session),
         idle_timeout: ms(cfg.idle_timeout),
         seed: random_seed(),
-    })
+    }
 }
 
 fn limits_for(cfg: &Config, nofile: u64) -> Limits {

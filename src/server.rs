@@ -53,6 +53,47 @@ pub struct Stats {
     pub humans: u64,
     pub bytes_sent: u64,
     pub held_ms: u64,
+    pub lateness: Lateness,
+}
+
+/// How late timers fire against their deadlines, in whole milliseconds:
+/// exact up to 255 ms, then one bucket for the rest (the maximum is kept).
+pub struct Lateness {
+    counts: [u64; 257],
+    pub max: u64,
+    pub fires: u64,
+}
+
+impl Default for Lateness {
+    fn default() -> Self {
+        Lateness {
+            counts: [0; 257],
+            max: 0,
+            fires: 0,
+        }
+    }
+}
+
+impl Lateness {
+    pub fn add(&mut self, late_ms: u64) {
+        self.counts[late_ms.min(256) as usize] += 1;
+        self.max = self.max.max(late_ms);
+        self.fires += 1;
+    }
+
+    /// The smallest lateness that `per_mille`/1000 of the fires did not
+    /// exceed (256 means "256 ms or more").
+    pub fn quantile(&self, per_mille: u64) -> u64 {
+        let want = (self.fires * per_mille).div_ceil(1000).max(1);
+        let mut seen = 0;
+        for (ms, &n) in self.counts.iter().enumerate() {
+            seen += n;
+            if seen >= want {
+                return ms as u64;
+            }
+        }
+        0
+    }
 }
 
 /// What the loop asks of its owner between events (reload, exit).
@@ -202,7 +243,8 @@ impl Server {
                 }
             }
             let now = self.now();
-            while let Some(key) = self.wheel.poll(now) {
+            while let Some((key, deadline)) = self.wheel.poll_deadline(now) {
+                self.stats.lateness.add(now.saturating_sub(deadline));
                 self.fire(key as usize, now);
             }
             match control {
@@ -261,6 +303,10 @@ impl Server {
             .kv("classified_human", self.stats.humans)
             .kv("bytes_sent", self.stats.bytes_sent)
             .kv("held_s", (self.stats.held_ms + held_now) / 1000)
+            .kv("timer_fires", self.stats.lateness.fires)
+            .kv("late_p50_ms", self.stats.lateness.quantile(500))
+            .kv("late_p99_ms", self.stats.lateness.quantile(990))
+            .kv("late_max_ms", self.stats.lateness.max)
     }
 
     /// Drains the listener's backlog.
@@ -527,6 +573,20 @@ fn set_small_buffers(stream: &TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lateness_quantiles() {
+        let mut l = Lateness::default();
+        assert_eq!(l.quantile(500), 0);
+        for ms in 0..100 {
+            l.add(ms);
+        }
+        l.add(5000);
+        assert_eq!(l.quantile(500), 50);
+        assert_eq!(l.quantile(990), 99);
+        assert_eq!(l.quantile(1000), 256);
+        assert_eq!(l.max, 5000);
+    }
 
     #[test]
     fn a_held_connection_stays_small() {

@@ -214,6 +214,12 @@ impl Wheel {
     /// `None`: only then have all due keys come out and the time reached
     /// `now`.
     pub fn poll(&mut self, now: u64) -> Option<u32> {
+        self.poll_deadline(now).map(|(key, _)| key)
+    }
+
+    /// As [`Wheel::poll`], with the deadline the key had: the loop measures
+    /// how late its timers run.
+    pub fn poll_deadline(&mut self, now: u64) -> Option<(u32, u64)> {
         let now = now.max(self.elapsed);
         if now - self.elapsed >= level_range(TOP) {
             // Past a full turn of the top level, every slot would come due,
@@ -224,9 +230,10 @@ impl Wheel {
         loop {
             if self.due != NIL {
                 let key = self.due;
+                let deadline = self.nodes[key as usize].deadline;
                 self.unlink(key);
                 self.len -= 1;
-                return Some(key);
+                return Some((key, deadline));
             }
             match self.next_expiration() {
                 Some((level, slot, start)) if start <= now => {
