@@ -4,6 +4,7 @@
 
 use crate::record::Rec;
 use crate::session::{Class, Next, Reason, Session, Settings, Sink};
+use crate::smtp::Reply;
 use crate::wheel::Wheel;
 use mio::net::TcpListener;
 use mio::unix::SourceFd;
@@ -15,7 +16,7 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 /// Tokens above the slab's range: the listeners count down from the top.
@@ -119,6 +120,9 @@ pub struct Server {
     again: Vec<usize>,
     /// Set while accept fails for want of descriptors (EMFILE, ENFILE).
     starved: bool,
+    /// A spare descriptor, given up to refuse one client politely when no
+    /// other is left.
+    reserve: Option<std::os::fd::OwnedFd>,
     scratch: Box<[u8; 4096]>,
 }
 
@@ -180,6 +184,7 @@ impl Server {
                 Interest::READABLE,
             )?;
         }
+        let reserve = ls.first().and_then(|l| l.as_fd().try_clone_to_owned().ok());
         Ok(Server {
             poll,
             listeners: ls,
@@ -196,6 +201,7 @@ impl Server {
             next_id: 0,
             again: Vec::new(),
             starved: false,
+            reserve,
             scratch: Box::new([0; 4096]),
         })
     }
@@ -313,11 +319,7 @@ impl Server {
     fn accept(&mut self, index: usize) {
         loop {
             let (stream, peer) = match self.listeners[index].accept() {
-                Ok((s, peer)) => {
-                    // Nonblocking already; only the descriptor is kept.
-                    use std::os::fd::{FromRawFd, IntoRawFd};
-                    (unsafe { TcpStream::from_raw_fd(s.into_raw_fd()) }, peer)
-                }
+                Ok((s, peer)) => (std_stream(s), peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.starved = false;
                     return;
@@ -325,27 +327,47 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     let errno = e.raw_os_error().unwrap_or(0);
-                    if errno == libc::EMFILE || errno == libc::ENFILE {
-                        // One record per episode: edge-triggered polling will
-                        // not spin, and a close resumes accepting.
-                        if !self.starved {
-                            Rec::new("accept_error")
-                                .quoted("error", e.to_string().as_bytes())
-                                .kv("clients", self.conns.len())
-                                .emit();
-                        }
-                        self.starved = true;
-                    } else {
+                    if errno != libc::EMFILE && errno != libc::ENFILE {
                         log::warn!("accept: {e}");
+                        return;
                     }
-                    return;
+                    // One record per episode, not per attempt.
+                    if !self.starved {
+                        Rec::new("accept_error")
+                            .quoted("error", e.to_string().as_bytes())
+                            .kv("clients", self.conns.len())
+                            .emit();
+                    }
+                    self.starved = true;
+                    // Give up the spare descriptor to take one waiting
+                    // client, tell it 421 and close it, then take the spare
+                    // back: the backlog drains politely instead of timing
+                    // out. Without a spare, wait: the poll is edge-triggered,
+                    // so nothing spins, and the next close resumes accepting.
+                    if self.reserve.take().is_none() {
+                        return;
+                    }
+                    // (Linux reports EMFILE before it looks at the backlog,
+                    // so only a client actually taken means "go on".)
+                    let taken = self.listeners[index].accept();
+                    let got = taken.is_ok();
+                    if let Ok((s, peer)) = taken {
+                        self.admit(std_stream(s), peer, true);
+                    }
+                    self.reserve = self.listeners[index].as_fd().try_clone_to_owned().ok();
+                    if !got {
+                        return;
+                    }
+                    continue;
                 }
             };
-            self.admit(stream, peer);
+            self.admit(stream, peer, false);
         }
     }
 
-    fn admit(&mut self, stream: TcpStream, peer: SocketAddr) {
+    /// Greets a new client, or refuses it with 421 over the limits (or when
+    /// `refuse`: out of descriptors); either way with its records.
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, refuse: bool) {
         let now = self.now();
         self.next_id = self.next_id.wrapping_add(1);
         let id = self.next_id;
@@ -354,55 +376,31 @@ impl Server {
         Rec::new("accept").kv("id", id).peer(&peer).emit();
         let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
         let over_ip = self.limits.max_per_ip > 0 && from_ip >= self.limits.max_per_ip;
-        if self.conns.len() >= self.limits.max_clients as usize || over_ip {
-            // Told and closed at once, never left waiting in the backlog.
-            self.stats.rejected += 1;
-            let mut sink = SockSink {
-                stream: &stream,
-                error: None,
-            };
-            let (session, _) = Session::new(id, peer, now, &self.settings, &mut Vec::new());
-            let mut text = Vec::new();
-            crate::smtp::render(
-                crate::smtp::Reply::TooMany,
-                &crate::smtp::Ident {
-                    hostname: &self.settings.hostname,
-                    banner: &self.settings.banner,
-                    queue_id: 0,
-                },
-                &mut text,
-            );
-            let n = sink.send(&text);
-            session
-                .close_record(Reason::Limit, now)
-                .kv("bytes_sent_421", n)
-                .emit();
-            self.stats.closed += 1;
-            return;
-        }
-        set_small_buffers(&stream);
-        let entry = self.conns.vacant_entry();
-        let key = entry.key();
-        if let Err(e) = self.poll.registry().register(
-            &mut SourceFd(&stream.as_raw_fd()),
-            Token(key),
-            Interest::READABLE,
-        ) {
-            log::warn!("register: {e}");
-            self.stats.closed += 1;
-            return;
-        }
         let mut sink = SockSink {
             stream: &stream,
             error: None,
         };
+        if refuse || self.conns.len() >= self.limits.max_clients as usize || over_ip {
+            // Told and closed at once, never left waiting in the backlog.
+            self.stats.rejected += 1;
+            self.stats.closed += 1;
+            let session = Session::refused(id, peer, now, &self.settings, &mut sink);
+            session.close_record(Reason::Limit, now).emit();
+            return;
+        }
+        set_small_buffers(&stream);
         let (session, due) = Session::new(id, peer, now, &self.settings, &mut sink);
         let error = sink.error.take();
-        entry.insert(Conn { stream, session });
+        let key = self.conns.insert(Conn { stream, session });
         *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
-        match error {
-            Some(e) => self.close(key, reason_for(&e)),
-            None => self.wheel.insert(key as u32, due),
+        let registered = self.poll.registry().register(
+            &mut SourceFd(&self.conns[key].stream.as_raw_fd()),
+            Token(key),
+            Interest::READABLE,
+        );
+        match (error, registered) {
+            (Some(e), _) | (None, Err(e)) => self.close(key, reason_for(&e)),
+            (None, Ok(())) => self.wheel.insert(key as u32, due),
         }
     }
 
@@ -533,25 +531,29 @@ impl Server {
     /// Ends every connection with a 421 and its close record.
     pub fn shutdown(&mut self) {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-        let mut text = Vec::new();
-        crate::smtp::render(
-            crate::smtp::Reply::ShuttingDown,
-            &crate::smtp::Ident {
-                hostname: &self.settings.hostname,
-                banner: &self.settings.banner,
-                queue_id: 0,
-            },
-            &mut text,
-        );
         for key in keys {
+            let conn = &mut self.conns[key];
             let mut sink = SockSink {
-                stream: &self.conns[key].stream,
+                stream: &conn.stream,
                 error: None,
             };
-            sink.send(&text);
+            let next = conn.session.end(
+                Reply::ShuttingDown,
+                Reason::Shutdown,
+                &self.settings,
+                &mut sink,
+            );
+            debug_assert_eq!(next, Next::Close(Reason::Shutdown));
             self.close(key, Reason::Shutdown);
         }
     }
+}
+
+/// Keeps only the descriptor of an accepted socket (nonblocking already).
+fn std_stream(s: mio::net::TcpStream) -> TcpStream {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: the descriptor is a connected TCP socket we now own alone.
+    unsafe { TcpStream::from_raw_fd(s.into_raw_fd()) }
 }
 
 fn set_small_buffers(stream: &TcpStream) {
