@@ -191,6 +191,29 @@ impl Session {
         set: &Settings,
         out: &mut impl Sink,
     ) -> (Session, u64) {
+        Session::start(id, peer, now, set, out, false)
+    }
+
+    /// A connection over the limits: told `421` instead of greeted, to be
+    /// closed at once. The session exists only for its close record.
+    pub fn refused(
+        id: u32,
+        peer: SocketAddr,
+        now: u64,
+        set: &Settings,
+        out: &mut impl Sink,
+    ) -> Session {
+        Session::start(id, peer, now, set, out, true).0
+    }
+
+    fn start(
+        id: u32,
+        peer: SocketAddr,
+        now: u64,
+        set: &Settings,
+        out: &mut impl Sink,
+        refuse: bool,
+    ) -> (Session, u64) {
         let ip = match peer.ip() {
             IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
             IpAddr::V6(a) => a.octets(),
@@ -219,6 +242,11 @@ impl Session {
             dialogue: Dialogue::default(),
         };
         let mut text = LineBuf::default();
+        if refuse {
+            smtp::render(Reply::TooMany, &s.ident(set), &mut text);
+            s.emit(text.as_slice(), out);
+            return (s, now);
+        }
         smtp::render(Reply::Greeting, &s.ident(set), &mut text);
         if set.greet_pause > 0 {
             // Postfix postscreen's PREGREET test: a client that talks before
@@ -468,6 +496,10 @@ impl Session {
     /// Delivers a reply: to a person at once, to a machine by the trickle —
     /// now if nothing is trickling, else after what is already queued.
     fn answer(&mut self, reply: Reply, now: u64, set: &Settings, out: &mut impl Sink) {
+        // A first line too long to be a command still tells man from machine.
+        if self.class == Class::Unknown {
+            self.classify(now, set);
+        }
         if self.class == Class::Human && self.phase == Phase::Wait {
             let mut text = LineBuf::default();
             smtp::render(reply, &self.ident(set), &mut text);
@@ -495,14 +527,7 @@ impl Session {
     pub fn timer(&mut self, now: u64, set: &Settings, out: &mut impl Sink) -> Next {
         let age = self.age(now);
         if age >= set.max_session {
-            let mut text = LineBuf::default();
-            if self.phase == Phase::Trickle && self.col > 0 {
-                // End the half-sent continuation line so the 421 stands alone.
-                let _ = text.write_all(b"\r\n");
-            }
-            smtp::render(Reply::SessionOver, &self.ident(set), &mut text);
-            self.emit(text.as_slice(), out);
-            return Next::Close(Reason::MaxSession);
+            return self.end(Reply::SessionOver, Reason::MaxSession, set, out);
         }
         match self.phase {
             Phase::GreetPause if age < self.mark => {}
@@ -514,10 +539,7 @@ impl Session {
                 self.next_queued(now, set);
             }
             Phase::Wait if age.wrapping_sub(self.mark) >= set.idle_timeout => {
-                let mut text = LineBuf::default();
-                smtp::render(Reply::Timeout, &self.ident(set), &mut text);
-                self.emit(text.as_slice(), out);
-                return Next::Close(Reason::Idle);
+                return self.end(Reply::Timeout, Reason::Idle, set, out);
             }
             Phase::Wait => {}
             // A client that does not read (a zero window) still costs one
@@ -558,6 +580,28 @@ impl Session {
             }
         }
         Next::At(self.deadline_after(now, set))
+    }
+
+    /// Ends the session with a 421 of its own: after a half-sent
+    /// continuation line, a line end first, so the 421 stands alone.
+    pub fn end(
+        &mut self,
+        reply: Reply,
+        reason: Reason,
+        set: &Settings,
+        out: &mut impl Sink,
+    ) -> Next {
+        let mut text = LineBuf::default();
+        let cut = match self.phase {
+            Phase::Trickle | Phase::Final => self.col > 0,
+            Phase::GreetPause | Phase::Wait => false,
+        };
+        if cut {
+            let _ = text.write_all(b"\r\n");
+        }
+        smtp::render(reply, &self.ident(set), &mut text);
+        self.emit(text.as_slice(), out);
+        Next::Close(reason)
     }
 
     /// Selects the filler: fixed for the connection's life, so a line reads
