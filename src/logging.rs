@@ -1,20 +1,47 @@
-//! Where records and diagnostics go: standard error, or a log file that
-//! SIGHUP reopens (for logrotate). Records are written as they are; any other
+//! Where records and diagnostics go: standard error, a log file that SIGHUP
+//! reopens (for logrotate), or syslog (under inetd, where standard error is
+//! the client's socket). Records are written as they are; any other
 //! message becomes a logfmt line too (`level=... msg="..."`), so the whole
 //! stream parses the same way.
 
 use crate::record::{escape_into, utc_timestamp};
+use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
+
+/// Where the log goes, chosen at start-up.
+pub enum Dest {
+    Stderr,
+    File(File),
+    /// The `mail` facility, the socket opened before the chroot.
+    Syslog,
+}
 
 /// The log's destination, shared between the logger and the loop (which
 /// swaps the file on reopen). One thread writes; the mutex is uncontended.
 #[derive(Clone, Default)]
-pub struct LogFile(Arc<Mutex<Option<File>>>);
+pub struct LogFile(Arc<Mutex<Target>>);
+
+#[derive(Default)]
+enum Target {
+    #[default]
+    Stderr,
+    File(File),
+    Syslog,
+}
+
+static ECHO_ERRORS: AtomicBool = AtomicBool::new(false);
+
+/// Whether a fatal error, logged, should also be printed on standard error:
+/// yes when the log is elsewhere, unless standard error is a client (inetd).
+pub fn echo_errors() -> bool {
+    ECHO_ERRORS.load(Ordering::Relaxed)
+}
 
 impl LogFile {
     pub fn open(path: &Path) -> io::Result<File> {
@@ -25,16 +52,38 @@ impl LogFile {
             .open(path)
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Target> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn replace(&self, file: File) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(file);
+        *self.lock() = Target::File(file);
+    }
+
+    /// The log file, if we write to one.
+    pub fn file(&self) -> Option<File> {
+        match &*self.lock() {
+            Target::File(f) => f.try_clone().ok(),
+            _ => None,
+        }
     }
 }
 
 impl Write for LogFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &mut *self.0.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(f) => f.write(buf),
-            None => io::stderr().write(buf),
+        match &mut *self.lock() {
+            Target::File(f) => f.write(buf),
+            Target::Stderr => io::stderr().write(buf),
+            Target::Syslog => {
+                let line = buf.strip_suffix(b"\n").unwrap_or(buf);
+                // Our lines are escaped ASCII; a NUL cannot occur, but if it
+                // did the line would be cut, not lost.
+                let end = line.iter().position(|&b| b == 0).unwrap_or(line.len());
+                let text = CString::new(&line[..end]).unwrap_or_default();
+                // SAFETY: both strings are NUL-terminated and live for the call.
+                unsafe { libc::syslog(libc::LOG_INFO, c"%s".as_ptr(), text.as_ptr()) };
+                Ok(buf.len())
+            }
         }
     }
 
@@ -45,11 +94,26 @@ impl Write for LogFile {
 
 /// Sets up `log` with our format. `verbose` 0 shows records, warnings and
 /// errors; 1 adds debug; 2 trace.
-pub fn init(verbose: u8, file: Option<File>) -> LogFile {
+pub fn init(verbose: u8, dest: Dest, stderr_is_client: bool) -> LogFile {
     let sink = LogFile::default();
-    if let Some(f) = file {
-        sink.replace(f);
-    }
+    let echo = !stderr_is_client && !matches!(dest, Dest::Stderr);
+    ECHO_ERRORS.store(echo, Ordering::Relaxed);
+    *sink.lock() = match dest {
+        Dest::Stderr => Target::Stderr,
+        Dest::File(f) => Target::File(f),
+        Dest::Syslog => {
+            // LOG_NDELAY: connect to /dev/log now, before the chroot hides it.
+            // SAFETY: the identifier is a static NUL-terminated string.
+            unsafe {
+                libc::openlog(
+                    c"smtarpit".as_ptr(),
+                    libc::LOG_PID | libc::LOG_NDELAY,
+                    libc::LOG_MAIL,
+                )
+            };
+            Target::Syslog
+        }
+    };
     let level = match verbose {
         0 => log::LevelFilter::Info,
         1 => log::LevelFilter::Debug,

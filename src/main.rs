@@ -19,7 +19,14 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
-            eprintln!("smtarpit: {msg}");
+            // Once logging is up (under inetd: syslog, not the client's
+            // socket) the error goes there; before, to standard error.
+            if log::max_level() != log::LevelFilter::Off {
+                log::error!("{msg}");
+            }
+            if log::max_level() == log::LevelFilter::Off || logging::echo_errors() {
+                eprintln!("smtarpit: {msg}");
+            }
             ExitCode::from(1)
         }
     }
@@ -44,7 +51,16 @@ fn run(args: &[String]) -> Result<(), String> {
         None => None,
     };
     let cfg = load(&cli, conf_file.as_ref())?;
+    let root = nix::unistd::geteuid().is_root();
+    let jail = (root && !cfg.no_chroot).then_some(cfg.chroot.as_path());
     if cli.check_config {
+        // What start-up would refuse, -t refuses: the user and the chroot.
+        if root {
+            privs::resolve_user(&cfg.user)?;
+        }
+        if let Some(dir) = jail {
+            privs::check_chroot(dir)?;
+        }
         let what = cli
             .config_file
             .as_ref()
@@ -52,19 +68,11 @@ fn run(args: &[String]) -> Result<(), String> {
         println!("{what}: configuration OK");
         return Ok(());
     }
-    let root = nix::unistd::geteuid().is_root();
-    let target = if root {
-        Some(privs::resolve_user(&cfg.user)?)
-    } else {
-        None
-    };
-    let jail = (root && !cfg.no_chroot).then_some(cfg.chroot.as_path());
-    if let Some(dir) = jail {
-        privs::check_chroot(dir)?;
-    }
 
-    // 2. The log, opened while we may still write where it lives.
-    let log_file = match &cfg.log_file {
+    // 2. The log, opened while we may still write where it lives. Under
+    //    inetd, standard error is the client's socket: without a log file,
+    //    records go to syslog instead.
+    let (log_anchor, log_file) = match &cfg.log_file {
         Some(path) => {
             let a = Anchored::new(path).map_err(|e| {
                 format!(
@@ -75,15 +83,27 @@ fn run(args: &[String]) -> Result<(), String> {
             let f = a
                 .open_append()
                 .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
-            Some((a, f))
+            (Some(a), logging::Dest::File(f))
         }
-        None => None,
+        None if cfg.inetd => (None, logging::Dest::Syslog),
+        None => (None, logging::Dest::Stderr),
     };
-    let (log_anchor, log_file) = match log_file {
-        Some((a, f)) => (Some(a), Some(f)),
-        None => (None, None),
+    let log = logging::init(cli.verbose, log_file, cfg.inetd);
+    let target = if root {
+        let t = privs::resolve_user(&cfg.user)?;
+        // So that SIGHUP can reopen the same file once we are that user.
+        if let Some(f) = log.file() {
+            if let Err(e) = nix::unistd::fchown(&f, Some(t.uid), None) {
+                log::warn!("cannot give the log file to '{}': {e}", cfg.user);
+            }
+        }
+        Some(t)
+    } else {
+        None
     };
-    let log = logging::init(cli.verbose, log_file);
+    if let Some(dir) = jail {
+        privs::check_chroot(dir)?;
+    }
     let signals = signals()?;
 
     // 3. --inetd: the one connection xinetd gave us, after the same drop.
@@ -244,7 +264,14 @@ fn limits_for(cfg: &Config, nofile: u64) -> Limits {
     let auto = nofile.saturating_sub(FD_RESERVE).max(1);
     let max_clients = match cfg.max_clients {
         0 => auto,
-        n => u64::from(n).min(auto),
+        n => {
+            // Honoured all the same: past the limit accept fails with
+            // EMFILE, which the loop survives (it refuses politely).
+            if u64::from(n) > auto {
+                log::warn!("max-clients {n} is more than the open-file limit allows ({auto})");
+            }
+            u64::from(n)
+        }
     };
     Limits {
         max_clients: max_clients.min(u64::from(u32::MAX)) as u32,
