@@ -117,14 +117,41 @@ const PREGREET: u8 = 1;
 const SKIPPING: u8 = 2;
 
 /// What only some connections need, allocated only for them: the envelope
-/// the close record reports, a partial line, a person's unsent replies.
+/// the close record reports (a bot that has said HELO and MAIL), and rarer
+/// still, a partial line or a person's unsent replies.
 #[derive(Default)]
 struct Extra {
-    helo: Box<[u8]>,
-    mail_from: Box<[u8]>,
+    /// The HELO name, then the MAIL FROM path: one allocation for both.
+    said: Box<[u8]>,
+    helo_len: u16,
     rcpts: u32,
+    io: Option<Box<Io>>,
+}
+
+#[derive(Default)]
+struct Io {
     line: Vec<u8>,
     out: Vec<u8>,
+}
+
+impl Extra {
+    fn helo(&self) -> &[u8] {
+        &self.said[..usize::from(self.helo_len)]
+    }
+
+    fn mail_from(&self) -> &[u8] {
+        &self.said[usize::from(self.helo_len)..]
+    }
+
+    fn remember(&mut self, helo: &[u8], mail_from: &[u8]) {
+        self.said = [helo, mail_from].concat().into_boxed_slice();
+        self.helo_len = helo.len() as u16;
+    }
+}
+
+/// What a record keeps of a client's argument.
+fn clip(arg: &[u8]) -> &[u8] {
+    &arg[..arg.len().min(MAX_ARG_RECORD)]
 }
 
 /// The compact peer address: IPv4 kept as an IPv4-mapped IPv6 address.
@@ -320,21 +347,40 @@ impl Session {
         self.extra.get_or_insert_with(Box::default)
     }
 
+    fn io(&mut self) -> &mut Io {
+        self.extra().io.get_or_insert_with(Box::default)
+    }
+
+    fn io_ref(&self) -> Option<&Io> {
+        self.extra.as_ref().and_then(|e| e.io.as_deref())
+    }
+
+    /// Frees the partial-line and output buffers once both are empty, so
+    /// no connection keeps a buffer it is not using.
+    fn tidy(&mut self) {
+        if let Some(e) = self.extra.as_mut() {
+            if e.io
+                .as_ref()
+                .is_some_and(|io| io.line.is_empty() && io.out.is_empty())
+            {
+                e.io = None;
+            }
+        }
+    }
+
     /// Replies the socket did not take yet; while any are pending the loop
     /// stops reading this client and waits for it to become writable.
     pub fn pending(&self) -> bool {
-        self.extra.as_ref().is_some_and(|e| !e.out.is_empty())
+        self.io_ref().is_some_and(|io| !io.out.is_empty())
     }
 
     /// The socket is writable again: send what is pending.
     pub fn flush(&mut self, out: &mut impl Sink) {
-        if let Some(e) = self.extra.as_mut() {
-            let n = out.send(&e.out);
-            e.out.drain(..n);
-            if e.out.is_empty() {
-                e.out = Vec::new();
-            }
+        if let Some(io) = self.extra.as_mut().and_then(|e| e.io.as_mut()) {
+            let n = out.send(&io.out);
+            io.out.drain(..n);
             self.sent = self.sent.wrapping_add(n as u32);
+            self.tidy();
         }
     }
 
@@ -342,13 +388,13 @@ impl Session {
     /// behind anything pending, else straight out with the rest kept.
     fn emit(&mut self, bytes: &[u8], out: &mut impl Sink) {
         if self.pending() {
-            self.extra().out.extend_from_slice(bytes);
+            self.io().out.extend_from_slice(bytes);
             return;
         }
         let n = out.send(bytes);
         self.sent = self.sent.wrapping_add(n as u32);
         if n < bytes.len() {
-            self.extra().out.extend_from_slice(&bytes[n..]);
+            self.io().out.extend_from_slice(&bytes[n..]);
         }
     }
 
@@ -383,8 +429,8 @@ impl Session {
                 self.flags &= !SKIPPING;
                 continue;
             }
-            let held = match self.extra.as_mut() {
-                Some(e) if !e.line.is_empty() => Some(std::mem::take(&mut e.line)),
+            let held = match self.extra.as_mut().and_then(|e| e.io.as_mut()) {
+                Some(io) if !io.line.is_empty() => Some(std::mem::take(&mut io.line)),
                 _ => None,
             };
             let mut joined;
@@ -403,6 +449,7 @@ impl Session {
                 self.command(whole.strip_suffix(b"\r").unwrap_or(whole), now, set, out);
             }
         }
+        self.tidy();
         if self.dialogue.state == smtp::State::Done && self.phase == Phase::Wait {
             return Next::Close(Reason::Quit);
         }
@@ -425,15 +472,15 @@ impl Session {
         if self.flags & SKIPPING != 0 {
             return;
         }
-        let held = self.extra.as_ref().map_or(0, |e| e.line.len());
+        let held = self.io_ref().map_or(0, |io| io.line.len());
         if held + bytes.len() + 2 > MAX_LINE + 1 {
-            if let Some(e) = self.extra.as_mut() {
-                e.line = Vec::new();
+            if let Some(io) = self.extra.as_mut().and_then(|e| e.io.as_mut()) {
+                io.line = Vec::new();
             }
             self.flags |= SKIPPING;
             self.answer(Reply::LineTooLong, now, set, out);
         } else {
-            let line = &mut self.extra().line;
+            let line = &mut self.io().line;
             // One allocation of the limit's size, never a doubling past it.
             line.reserve_exact(MAX_LINE - line.len());
             line.extend_from_slice(bytes);
@@ -454,17 +501,22 @@ impl Session {
             Rec::new("cmd")
                 .kv("id", self.id)
                 .quoted("verb", &word[..word.len().min(16)])
-                .quoted("arg", &cmd.arg[..cmd.arg.len().min(MAX_ARG_RECORD)])
+                .quoted("arg", clip(cmd.arg))
                 .emit();
         }
         let step = self.dialogue.command(&cmd);
-        let keep = |arg: &[u8]| -> Box<[u8]> { arg[..arg.len().min(MAX_ARG_RECORD)].into() };
         match step.remember {
             Remember::Nothing => {}
-            Remember::Helo => self.extra().helo = keep(cmd.arg),
+            Remember::Helo => {
+                let e = self.extra();
+                let mail_from = e.mail_from().to_vec();
+                e.remember(clip(cmd.arg), &mail_from);
+            }
             Remember::MailFrom => {
                 let path = smtp::path_of(cmd.arg, b"FROM:").unwrap_or_default();
-                self.extra().mail_from = keep(path);
+                let e = self.extra();
+                let helo = e.helo().to_vec();
+                e.remember(&helo, clip(path));
             }
             Remember::Rcpt => self.extra().rcpts += 1,
         }
@@ -634,9 +686,10 @@ impl Session {
     /// The close record: everything an abuse desk needs about the session.
     pub fn close_record(&self, reason: Reason, now: u64) -> Rec {
         let empty: &[u8] = b"";
-        let (helo, mail_from, rcpts) = self.extra.as_ref().map_or((empty, empty, 0), |e| {
-            (&e.helo[..], &e.mail_from[..], e.rcpts)
-        });
+        let (helo, mail_from, rcpts) = self
+            .extra
+            .as_ref()
+            .map_or((empty, empty, 0), |e| (e.helo(), e.mail_from(), e.rcpts));
         Rec::new("close")
             .kv("id", self.id)
             .peer(&self.peer())
@@ -848,7 +901,7 @@ mod tests {
         out.clear();
         for _ in 0..100 {
             sess.input(&[b'A'; 100], 3_000, &s, &mut out);
-            let held = sess.extra.as_ref().map_or(0, |e| e.line.capacity());
+            let held = sess.io_ref().map_or(0, |io| io.line.capacity());
             assert!(held <= MAX_LINE, "held {held}");
         }
         assert_eq!(out, b"500 5.5.0 Error: line too long\r\n");
@@ -876,7 +929,7 @@ mod tests {
                 Next::At(_)
             ));
         }
-        assert!(sess.extra.as_ref().is_none_or(|e| e.out.capacity() == 0));
+        assert!(sess.io_ref().is_none());
         // When it reads again, the reply resumes from its first byte.
         let mut out = Vec::new();
         sess.timer(due + 50_000, &s, &mut out);
