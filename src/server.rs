@@ -285,19 +285,18 @@ impl Server {
     }
 
     pub fn stats_record(&self) -> Rec {
+        // Now, over the connections held; totals, over the closed ones too.
+        let now = self.now();
         let (mut machines, mut humans) = (0, 0);
+        let (mut held_ms, mut bytes_sent) = (self.stats.held_ms, self.stats.bytes_sent);
         for (_, c) in &self.conns {
             match c.session.class() {
                 Class::Human => humans += 1,
                 _ => machines += 1,
             }
+            held_ms += u64::from(c.session.age_ms(now));
+            bytes_sent += u64::from(c.session.bytes_sent());
         }
-        let now = self.now();
-        let held_now: u64 = self
-            .conns
-            .iter()
-            .map(|(_, c)| u64::from(c.session.age_ms(now)))
-            .sum();
         Rec::new("stats")
             .kv("clients", self.conns.len())
             .kv("machines", machines)
@@ -307,8 +306,8 @@ impl Server {
             .kv("rejected", self.stats.rejected)
             .kv("classified_machine", self.stats.machines)
             .kv("classified_human", self.stats.humans)
-            .kv("bytes_sent", self.stats.bytes_sent)
-            .kv("held_s", (self.stats.held_ms + held_now) / 1000)
+            .kv("bytes_sent", bytes_sent)
+            .kv("held_s", held_ms / 1000)
             .kv("timer_fires", self.stats.lateness.fires)
             .kv("late_p50_ms", self.stats.lateness.quantile(500))
             .kv("late_p99_ms", self.stats.lateness.quantile(990))
