@@ -5,6 +5,7 @@
 
 use crate::record::Rec;
 use crate::session::{Next, Reason, Session, Settings, Sink};
+use crate::smtp::Reply;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signalfd::SignalFd;
@@ -133,6 +134,7 @@ pub fn serve(settings: &Settings, signals: Option<SignalFd>) -> io::Result<Reaso
                     let stop = [libc::SIGTERM, libc::SIGINT].map(|s| s as u32);
                     while let Some(Ok(Some(info))) = signals.as_ref().map(|s| s.read_signal()) {
                         if stop.contains(&info.ssi_signo) {
+                            session.end(Reply::ShuttingDown, Reason::Shutdown, settings, &mut sink);
                             break 'serve Reason::Shutdown;
                         }
                     }

@@ -382,9 +382,8 @@ impl Server {
         if refuse || self.conns.len() >= self.limits.max_clients as usize || over_ip {
             // Told and closed at once, never left waiting in the backlog.
             self.stats.rejected += 1;
-            self.stats.closed += 1;
             let session = Session::refused(id, peer, now, &self.settings, &mut sink);
-            session.close_record(Reason::Limit, now).emit();
+            self.account(&session, Reason::Limit, now);
             return;
         }
         set_small_buffers(&stream);
@@ -496,6 +495,14 @@ impl Server {
         }
     }
 
+    /// Counts a finished session and writes its close record.
+    fn account(&mut self, session: &Session, reason: Reason, now: u64) {
+        self.stats.closed += 1;
+        self.stats.bytes_sent += u64::from(session.bytes_sent());
+        self.stats.held_ms += u64::from(session.age_ms(now));
+        session.close_record(reason, now).emit();
+    }
+
     /// The one place a connection ends: timer, registration, slab entry,
     /// per-address count, and exactly one close record.
     fn close(&mut self, key: usize, reason: Reason) {
@@ -513,10 +520,7 @@ impl Server {
                 self.per_ip.remove(&peer.ip());
             }
         }
-        self.stats.closed += 1;
-        self.stats.bytes_sent += u64::from(conn.session.bytes_sent());
-        self.stats.held_ms += u64::from(conn.session.age_ms(now));
-        conn.session.close_record(reason, now).emit();
+        self.account(&conn.session, reason, now);
         drop(conn);
         if self.starved {
             // A descriptor came free: take what waits in the backlogs.

@@ -182,8 +182,8 @@ pub struct Session {
     line: u16,
     /// 2: commands seen.
     cmds: u16,
-    /// 1: byte offset in the current filler line or final part.
-    col: u8,
+    /// 2: byte offset in the current filler line or final part.
+    col: u16,
     phase: Phase,
     class: Class,
     flags: u8,
@@ -338,7 +338,7 @@ impl Session {
     /// session's moving counters instead of kept as generator state: four
     /// bytes fewer per connection, and just as unpredictable from outside.
     fn random(&self, set: &Settings, (min, max): (u32, u32), salt: u32) -> u32 {
-        let pos = u32::from(self.line) << 16 | u32::from(self.col) << 8 | salt;
+        let pos = u32::from(self.line) << 16 ^ u32::from(self.col) << 4 ^ salt;
         let x = smtp::mix(set.seed ^ self.seed() ^ self.sent.rotate_left(11) ^ smtp::mix(pos));
         min + x % max.saturating_sub(min).saturating_add(1)
     }
@@ -604,7 +604,7 @@ impl Session {
                 let to = (from + set.trickle_bytes as usize).min(line.len());
                 let n = out.send(&line[from..to]);
                 self.sent = self.sent.wrapping_add(n as u32);
-                self.col += n as u8;
+                self.col += n as u16;
                 if usize::from(self.col) == line.len() {
                     self.line = self.line.wrapping_add(1);
                     self.col = 0;
@@ -619,7 +619,7 @@ impl Session {
                 let text = text.as_slice();
                 let n = out.send(&text[usize::from(self.col)..]);
                 self.sent = self.sent.wrapping_add(n as u32);
-                self.col += n as u8;
+                self.col += n as u16;
                 if usize::from(self.col) == text.len() {
                     if self.reply.closes() {
                         return Next::Close(Reason::Quit);
