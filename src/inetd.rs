@@ -5,13 +5,14 @@
 
 use crate::record::Rec;
 use crate::session::{Next, Reason, Session, Settings, Sink};
+use crate::signals::Signals;
 use crate::smtp::Reply;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use nix::sys::signalfd::SignalFd;
+use nix::sys::signal::Signal;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 const IN: Token = Token(0);
@@ -77,7 +78,7 @@ fn peer_of(fd: RawFd) -> SocketAddr {
 }
 
 /// Serves the connection on fds 0 and 1 until it ends; returns its reason.
-pub fn serve(settings: &Settings, signals: Option<SignalFd>) -> io::Result<Reason> {
+pub fn serve(settings: &Settings, mut signals: Option<Signals>) -> io::Result<Reason> {
     let (input, output) = (0, 1);
     set_nonblocking(input)?;
     set_nonblocking(output)?;
@@ -88,7 +89,7 @@ pub fn serve(settings: &Settings, signals: Option<SignalFd>) -> io::Result<Reaso
         .register(&mut SourceFd(&input), IN, Interest::READABLE)?;
     if let Some(s) = &signals {
         poll.registry()
-            .register(&mut SourceFd(&s.as_raw_fd()), SIGNALS, Interest::READABLE)?;
+            .register(&mut SourceFd(&s.raw_fd()), SIGNALS, Interest::READABLE)?;
     }
     let peer = crate::record::canonical(&peer_of(input));
     Rec::new("accept").kv("id", 1).peer(&peer).emit();
@@ -131,9 +132,8 @@ pub fn serve(settings: &Settings, signals: Option<SignalFd>) -> io::Result<Reaso
         for ev in events.iter() {
             match ev.token() {
                 SIGNALS => {
-                    let stop = [libc::SIGTERM, libc::SIGINT].map(|s| s as u32);
-                    while let Some(Ok(Some(info))) = signals.as_ref().map(|s| s.read_signal()) {
-                        if stop.contains(&info.ssi_signo) {
+                    while let Some(sig) = signals.as_mut().and_then(Signals::pending) {
+                        if matches!(sig, Signal::SIGTERM | Signal::SIGINT) {
                             session.end(Reply::ShuttingDown, Reason::Shutdown, settings, &mut sink);
                             break 'serve Reason::Shutdown;
                         }

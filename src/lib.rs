@@ -14,5 +14,6 @@ pub mod privs;
 pub mod record;
 pub mod server;
 pub mod session;
+pub mod signals;
 pub mod smtp;
 pub mod wheel;

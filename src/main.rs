@@ -6,6 +6,7 @@ use smtarpit::anchor::Anchored;
 use smtarpit::config::{self, Cli, Config};
 use smtarpit::server::{Control, Limits, Server};
 use smtarpit::session::Settings;
+use smtarpit::signals::Signals;
 use smtarpit::{listen, logging, privs};
 use std::path::Path;
 use std::process::ExitCode;
@@ -104,7 +105,7 @@ fn run(args: &[String]) -> Result<(), String> {
     if let Some(dir) = jail {
         privs::check_chroot(dir)?;
     }
-    let signals = signals()?;
+    let signals = Signals::install()?;
 
     // 3. --inetd: the one connection xinetd gave us, after the same drop.
     if cfg.inetd {
@@ -281,6 +282,8 @@ fn limits_for(cfg: &Config, nofile: u64) -> Limits {
 
 /// Raises the soft open-file limit to the hard one: every held client is a
 /// descriptor. Returns the limit now in force.
+// rlim_t is u64 on Linux and i64 on FreeBSD: the casts matter on one.
+#[allow(clippy::unnecessary_cast)]
 fn raise_nofile() -> u64 {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     match getrlimit(Resource::RLIMIT_NOFILE) {
@@ -288,40 +291,17 @@ fn raise_nofile() -> u64 {
             if soft < hard {
                 if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
                     log::warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
-                    return soft;
+                    return soft as u64;
                 }
                 log::info!("open-file limit raised from {soft} to {hard}");
             }
-            hard
+            hard as u64
         }
         Err(e) => {
             log::warn!("cannot read the open-file limit: {e}");
             1024
         }
     }
-}
-
-/// Blocks the signals we handle and delivers them on a signalfd instead, so
-/// the loop sees them as events: no work in signal handlers, no threads.
-/// SIGPIPE is ignored: a client's hang-up is an error on one write.
-fn signals() -> Result<nix::sys::signalfd::SignalFd, String> {
-    use nix::sys::signal::{signal, SigHandler, SigSet, Signal};
-    use nix::sys::signalfd::{SfdFlags, SignalFd};
-    unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) }
-        .map_err(|e| format!("cannot ignore SIGPIPE: {e}"))?;
-    let mut mask = SigSet::empty();
-    for s in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGUSR1,
-    ] {
-        mask.add(s);
-    }
-    mask.thread_block()
-        .map_err(|e| format!("cannot block signals: {e}"))?;
-    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .map_err(|e| format!("cannot create the signalfd: {e}"))
 }
 
 /// A secret per run, so trickle timings cannot be predicted or fingerprinted.

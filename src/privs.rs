@@ -131,6 +131,7 @@ pub fn enter(chroot: Option<&Path>, target: &Target) -> Result<(), String> {
     setresuid(uid, uid, uid)
         .map_err(|e| format!("cannot set the user to '{name}' (uid {uid}): {e}"))?;
     log::info!("dropped privileges to user '{name}' (uid {uid}, gid {gid})");
+    #[cfg(target_os = "linux")]
     nix::sys::prctl::set_no_new_privs()
         .map_err(|e| format!("cannot set no_new_privs (prctl): {e}"))?;
     verify(target)?;

@@ -4,13 +4,13 @@
 
 use crate::record::Rec;
 use crate::session::{Class, Next, Reason, Session, Settings, Sink};
+use crate::signals::Signals;
 use crate::smtp::Reply;
 use crate::wheel::Wheel;
 use mio::net::TcpListener;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
-use nix::sys::signalfd::SignalFd;
 use slab::Slab;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -107,7 +107,7 @@ pub enum Control {
 pub struct Server {
     poll: Poll,
     listeners: Vec<TcpListener>,
-    signals: Option<SignalFd>,
+    signals: Option<Signals>,
     conns: Slab<Conn>,
     wheel: Wheel,
     per_ip: HashMap<IpAddr, u32>,
@@ -164,7 +164,7 @@ fn reason_for(e: &io::Error) -> Reason {
 impl Server {
     pub fn new(
         listeners: Vec<std::net::TcpListener>,
-        signals: Option<SignalFd>,
+        signals: Option<Signals>,
         settings: Settings,
         limits: Limits,
     ) -> io::Result<Server> {
@@ -177,12 +177,9 @@ impl Server {
                 .register(&mut l, Token(LISTENER_BASE - i), Interest::READABLE)?;
             ls.push(l);
         }
-        if let Some(sfd) = &signals {
-            poll.registry().register(
-                &mut SourceFd(&sfd.as_raw_fd()),
-                SIGNALS,
-                Interest::READABLE,
-            )?;
+        if let Some(sig) = &signals {
+            poll.registry()
+                .register(&mut SourceFd(&sig.raw_fd()), SIGNALS, Interest::READABLE)?;
         }
         let reserve = ls.first().and_then(|l| l.as_fd().try_clone_to_owned().ok());
         Ok(Server {
@@ -264,21 +261,12 @@ impl Server {
     /// SIGUSR1 writes the stats record.
     fn signal(&mut self) -> Control {
         let mut control = Control::Run;
-        while let Some(sfd) = &mut self.signals {
-            match sfd.read_signal() {
-                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(Signal::SIGTERM | Signal::SIGINT) => control = Control::Stop,
-                    Ok(Signal::SIGHUP) if !matches!(control, Control::Stop) => {
-                        control = Control::Reload;
-                    }
-                    Ok(Signal::SIGUSR1) => self.stats_record().emit(),
-                    _ => {}
-                },
-                Ok(None) => break,
-                Err(e) => {
-                    log::warn!("reading the signalfd: {e}");
-                    break;
-                }
+        while let Some(sig) = self.signals.as_mut().and_then(Signals::pending) {
+            match sig {
+                Signal::SIGTERM | Signal::SIGINT => control = Control::Stop,
+                Signal::SIGHUP if !matches!(control, Control::Stop) => control = Control::Reload,
+                Signal::SIGUSR1 => self.stats_record().emit(),
+                _ => {}
             }
         }
         control
