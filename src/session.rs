@@ -143,9 +143,13 @@ impl Extra {
         &self.said[usize::from(self.helo_len)..]
     }
 
-    fn remember(&mut self, helo: &[u8], mail_from: &[u8]) {
-        self.said = [helo, mail_from].concat().into_boxed_slice();
+    fn set_helo(&mut self, helo: &[u8]) {
+        self.said = [helo, self.mail_from()].concat().into_boxed_slice();
         self.helo_len = helo.len() as u16;
+    }
+
+    fn set_mail_from(&mut self, mail_from: &[u8]) {
+        self.said = [self.helo(), mail_from].concat().into_boxed_slice();
     }
 }
 
@@ -507,16 +511,10 @@ impl Session {
         let step = self.dialogue.command(&cmd);
         match step.remember {
             Remember::Nothing => {}
-            Remember::Helo => {
-                let e = self.extra();
-                let mail_from = e.mail_from().to_vec();
-                e.remember(clip(cmd.arg), &mail_from);
-            }
+            Remember::Helo => self.extra().set_helo(clip(cmd.arg)),
             Remember::MailFrom => {
                 let path = smtp::path_of(cmd.arg, b"FROM:").unwrap_or_default();
-                let e = self.extra();
-                let helo = e.helo().to_vec();
-                e.remember(&helo, clip(path));
+                self.extra().set_mail_from(clip(path));
             }
             Remember::Rcpt => self.extra().rcpts += 1,
         }
