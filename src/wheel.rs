@@ -407,7 +407,7 @@ impl Wheel {
         let (level, (slot, start)) =
             (0..LEVELS).find_map(|level| Some((level, self.level_expiration(level)?)))?;
         debug_assert!(
-            (level + 1..LEVELS).all(|l| self.level_expiration(l).map_or(true, |(_, s)| s > start)),
+            (level + 1..LEVELS).all(|l| self.level_expiration(l).is_none_or(|(_, s)| s > start)),
             "level {level} slot {slot} at {start} is not the earliest: elapsed {}",
             self.elapsed
         );
