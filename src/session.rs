@@ -458,9 +458,7 @@ impl Session {
             return Next::Close(Reason::Quit);
         }
         match (was, self.phase) {
-            (Phase::Wait, Phase::Trickle) => {
-                Next::At(now + u64::from(self.random(set, set.trickle, 1)))
-            }
+            (Phase::Wait, Phase::Trickle) => Next::At(self.deadline_after(now, set)),
             // A person's reply restarts the idle clock.
             (Phase::Wait, Phase::Wait) if self.class == Class::Human => {
                 self.mark = self.age(now);
@@ -647,6 +645,13 @@ impl Session {
             Phase::GreetPause | Phase::Wait => false,
         };
         if cut {
+            if self.phase == Phase::Trickle && self.col < 4 {
+                // Finish the code and dash at least: a line of "25" alone
+                // would be no reply line at all.
+                let mut line = LineBuf::default();
+                smtp::filler_line(self.reply.code(), self.seed(), self.line, &mut line);
+                let _ = text.write_all(&line.as_slice()[usize::from(self.col)..4]);
+            }
             let _ = text.write_all(b"\r\n");
         }
         smtp::render(reply, &self.ident(set), &mut text);
@@ -990,6 +995,21 @@ mod tests {
             text.ends_with("\r\n421 4.7.0 mx.test Error: session too long, closing\r\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_421_after_a_line_cut_in_its_code_completes_the_code_first() {
+        let s = set();
+        let (mut sess, _, _) = open(&s, 0);
+        let Next::At(due) = sess.input(b"EHLO bot\r\n", 10, &s, &mut Vec::new()) else {
+            panic!()
+        };
+        let mut out = Vec::new();
+        sess.timer(due, &s, &mut out);
+        assert_eq!(out, b"2");
+        sess.end(Reply::ShuttingDown, Reason::Shutdown, &s, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, "250-\r\n421 4.3.2 mx.test Service shutting down\r\n");
     }
 
     #[test]
