@@ -154,6 +154,32 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// Every reply, in declaration order (a test holds that none is missing).
+    pub const ALL: [Reply; 22] = [
+        Reply::Greeting,
+        Reply::Helo,
+        Reply::Ehlo,
+        Reply::Ok,
+        Reply::MailOk,
+        Reply::RcptOk,
+        Reply::DataGo,
+        Reply::Queued,
+        Reply::Vrfy,
+        Reply::Help,
+        Reply::Bye,
+        Reply::Unrecognized,
+        Reply::LineTooLong,
+        Reply::ArgSyntax,
+        Reply::NotImplemented,
+        Reply::BadSequence,
+        Reply::NoRecipients,
+        Reply::TooManyRecipients,
+        Reply::Timeout,
+        Reply::SessionOver,
+        Reply::TooMany,
+        Reply::ShuttingDown,
+    ];
+
     /// The three-digit code (RFC 5321 4.2.3), which every line of a
     /// multi-line reply repeats.
     pub fn code(self) -> &'static [u8; 3] {
@@ -602,31 +628,12 @@ mod tests {
             banner: "ESMTP",
             queue_id: u64::MAX,
         };
-        use Reply::*;
-        for reply in [
-            Greeting,
-            Helo,
-            Ehlo,
-            Ok,
-            MailOk,
-            RcptOk,
-            DataGo,
-            Queued,
-            Vrfy,
-            Help,
-            Bye,
-            Unrecognized,
-            LineTooLong,
-            ArgSyntax,
-            NotImplemented,
-            BadSequence,
-            NoRecipients,
-            TooManyRecipients,
-            Timeout,
-            SessionOver,
-            TooMany,
-            ShuttingDown,
-        ] {
+        // The list is whole: one entry per discriminant, in order.
+        for (i, reply) in Reply::ALL.iter().enumerate() {
+            assert_eq!(*reply as usize, i);
+        }
+        assert_eq!(Reply::ALL.len(), Reply::ShuttingDown as usize + 1);
+        for reply in Reply::ALL {
             let mut out = Vec::new();
             render(reply, &id, &mut out);
             assert!(out.ends_with(b"\r\n"));

@@ -302,44 +302,20 @@ impl Sink for Peer {
 
 /// The longest final part a reply can have with these settings.
 fn max_final(set: &Settings) -> usize {
-    use Reply::*;
     let id = Ident {
         hostname: &set.hostname,
         banner: &set.banner,
         queue_id: u64::MAX,
     };
-    [
-        Greeting,
-        Helo,
-        Ehlo,
-        Ok,
-        MailOk,
-        RcptOk,
-        DataGo,
-        Queued,
-        Vrfy,
-        Help,
-        Bye,
-        Unrecognized,
-        LineTooLong,
-        ArgSyntax,
-        NotImplemented,
-        BadSequence,
-        NoRecipients,
-        TooManyRecipients,
-        Timeout,
-        SessionOver,
-        TooMany,
-        ShuttingDown,
-    ]
-    .iter()
-    .map(|&r| {
-        let mut v = Vec::new();
-        smtp::render(r, &id, &mut v);
-        v.len()
-    })
-    .max()
-    .unwrap()
+    Reply::ALL
+        .iter()
+        .map(|&r| {
+            let mut v = Vec::new();
+            smtp::render(r, &id, &mut v);
+            v.len()
+        })
+        .max()
+        .unwrap()
 }
 
 /// What one run did, for the checks.

@@ -487,44 +487,20 @@ fn no_client_can_forge_or_break_a_record() {
 
 /// The longest final part of any reply, with the tests' host name.
 fn max_final() -> usize {
-    use Reply::*;
     let id = Ident {
         hostname: HOST,
         banner: "ESMTP",
         queue_id: u64::MAX,
     };
-    [
-        Greeting,
-        Helo,
-        Ehlo,
-        Ok,
-        MailOk,
-        RcptOk,
-        DataGo,
-        Queued,
-        Vrfy,
-        Help,
-        Bye,
-        Unrecognized,
-        LineTooLong,
-        ArgSyntax,
-        NotImplemented,
-        BadSequence,
-        NoRecipients,
-        TooManyRecipients,
-        Timeout,
-        SessionOver,
-        TooMany,
-        ShuttingDown,
-    ]
-    .iter()
-    .map(|&r| {
-        let mut v = Vec::new();
-        smtp::render(r, &id, &mut v);
-        v.len()
-    })
-    .max()
-    .unwrap()
+    Reply::ALL
+        .iter()
+        .map(|&r| {
+            let mut v = Vec::new();
+            smtp::render(r, &id, &mut v);
+            v.len()
+        })
+        .max()
+        .unwrap()
 }
 
 #[test]
