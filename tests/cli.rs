@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Daemon, TempFile, WAIT};
+use common::{root, Daemon, TempFile, WAIT};
 
 /// Runs the binary to its exit; returns (success, stderr).
 fn run(args: &[&str]) -> (bool, String) {
@@ -49,7 +49,7 @@ fn check_config_accepts_a_good_file_and_serves_nothing() {
 #[test]
 fn check_config_refuses_what_start_up_would_refuse() {
     // As root, -t checks the chroot directory and the user too.
-    if !nix_is_root() {
+    if !root() {
         return;
     }
     let (ok, err) = run(&["-t", "--chroot", "/nonexistent-smtarpit-jail"]);
@@ -64,11 +64,6 @@ fn check_config_refuses_what_start_up_would_refuse() {
         err.contains("unknown user 'no-such-user-smtarpit'"),
         "{err}"
     );
-}
-
-fn nix_is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 #[test]

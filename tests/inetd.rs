@@ -9,47 +9,15 @@
 
 mod common;
 
-use common::{check_log, ms, Record, HOST, WAIT};
+use common::{check_log, ms, root, Record, TempDir, HOST, WAIT};
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-
-fn root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// A fresh directory with an exact mode; removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str, mode: u32) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("smtarpit-inetd-{}-{n}-{tag}", std::process::id()));
-        fs::create_dir(&path).expect("create temp dir");
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod temp dir");
-        TempDir(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("UTF-8 temp path")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The client's end of the connection: what we read the daemon's replies
 /// from and write our commands to (one socket, or two pipes).

@@ -9,17 +9,10 @@
 
 mod common;
 
-use common::{ms, Daemon, HOST, WAIT};
+use common::{ms, root, Daemon, TempDir, HOST, WAIT};
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::Path;
 use std::time::Instant;
-
-fn root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// Whether to skip: prints why when not root.
 fn skip_unless_root(test: &str) -> bool {
@@ -28,32 +21,6 @@ fn skip_unless_root(test: &str) -> bool {
     }
     eprintln!("{test}: skipped, needs root (CI runs the tests as root)");
     true
-}
-
-/// A fresh directory under the system temp dir, with an exact mode (not the
-/// umask's), owned by whoever runs the tests; removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str, mode: u32) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("smtarpit-privs-{}-{n}-{tag}", std::process::id()));
-        fs::create_dir(&path).expect("create temp dir");
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod temp dir");
-        TempDir(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("UTF-8 temp path")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 /// The user the daemon drops to: its uid and primary gid, from the system.

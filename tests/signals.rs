@@ -10,44 +10,12 @@
 
 mod common;
 
-use common::{ms, Client, Daemon, Record, TempFile, HOST, WAIT};
+use common::{ms, root, Client, Daemon, Record, TempDir, TempFile, HOST, WAIT};
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// A fresh directory with an exact mode, owned by whoever runs the tests;
-/// removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str, mode: u32) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("smtarpit-signals-{}-{n}-{tag}", std::process::id()));
-        fs::create_dir(&path).expect("create temp dir");
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod temp dir");
-        TempDir(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("UTF-8 temp path")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Writes a configuration file that the daemon, once it is nobody, can
 /// still read: 0644 whatever the umask (as /etc/smtarpit.conf must be).
