@@ -1,6 +1,7 @@
 //! smtarpit: start-up as a list — configuration, log, signals, listeners,
-//! limits, chroot and privilege drop — then the loop. Errors here are fatal, name what is wrong and exit
-//! non-zero; once serving, an error only ever ends one connection.
+//! limits, chroot and privilege drop — then the loop. Errors here are fatal,
+//! name what is wrong and exit non-zero; once serving, an error only ever
+//! ends one connection.
 
 use smtarpit::anchor::Anchored;
 use smtarpit::config::{self, Cli, Config};
@@ -132,7 +133,6 @@ fn run(args: &[String]) -> Result<(), String> {
     let mut server = Server::new(listeners, Some(signals), settings, limits)
         .map_err(|e| format!("cannot start the event loop: {e}"))?;
     log::info!("serving");
-    let mut cfg = cfg;
     loop {
         match server.run().map_err(|e| format!("event loop: {e}"))? {
             Control::Run => {}
@@ -147,6 +147,8 @@ fn run(args: &[String]) -> Result<(), String> {
                     .map(|new| (settings_like(&new, &server.settings), new))
                 {
                     Ok((s, new)) => {
+                        // Against the configuration we started with: that
+                        // is what runs for the restart-only keys.
                         for key in cfg.restart_needed(&new) {
                             log::warn!(
                                 "reload: '{key}' changed; it takes effect at the next restart"
@@ -154,7 +156,6 @@ fn run(args: &[String]) -> Result<(), String> {
                         }
                         server.settings = s;
                         server.limits = limits_for(&new, nofile);
-                        cfg = new;
                         log::info!("reloaded");
                     }
                     Err(e) => log::warn!("reload failed, keeping the running configuration: {e}"),
