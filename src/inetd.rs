@@ -103,13 +103,7 @@ pub fn serve(settings: &Settings, mut signals: Option<Signals>) -> io::Result<Re
     let mut out_registered = false;
     let reason = 'serve: loop {
         if let Some(e) = sink.error.take() {
-            break if e.kind() == io::ErrorKind::BrokenPipe
-                || e.kind() == io::ErrorKind::ConnectionReset
-            {
-                Reason::Reset
-            } else {
-                Reason::Error
-            };
+            break Reason::of(&e);
         }
         // Stop reading while a person's replies back up; wait for stdout.
         let pending = session.pending();
@@ -156,8 +150,7 @@ pub fn serve(settings: &Settings, mut signals: Option<Signals>) -> io::Result<Re
                 match e.kind() {
                     io::ErrorKind::Interrupted => continue,
                     io::ErrorKind::WouldBlock => break,
-                    io::ErrorKind::ConnectionReset => break 'serve Reason::Reset,
-                    _ => break 'serve Reason::Error,
+                    _ => break 'serve Reason::of(&e),
                 }
             }
             match session.input(&buf[..n as usize], now(), settings, &mut sink) {

@@ -152,15 +152,6 @@ impl Sink for SockSink<'_> {
     }
 }
 
-fn reason_for(e: &io::Error) -> Reason {
-    match e.kind() {
-        io::ErrorKind::ConnectionReset
-        | io::ErrorKind::BrokenPipe
-        | io::ErrorKind::ConnectionAborted => Reason::Reset,
-        _ => Reason::Error,
-    }
-}
-
 impl Server {
     pub fn new(
         listeners: Vec<std::net::TcpListener>,
@@ -385,7 +376,7 @@ impl Server {
             Interest::READABLE,
         );
         match (error, registered) {
-            (Some(e), _) | (None, Err(e)) => self.close(key, reason_for(&e)),
+            (Some(e), _) | (None, Err(e)) => self.close(key, Reason::of(&e)),
             (None, Ok(())) => self.wheel.insert(key as u32, due),
         }
     }
@@ -403,7 +394,7 @@ impl Server {
             };
             conn.session.flush(&mut sink);
             if let Some(e) = sink.error {
-                return self.close(key, reason_for(&e));
+                return self.close(key, Reason::of(&e));
             }
             if conn.session.pending() {
                 return;
@@ -425,7 +416,7 @@ impl Server {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return self.close(key, reason_for(&e)),
+                Err(e) => return self.close(key, Reason::of(&e)),
             };
             let mut sink = SockSink {
                 stream: &conn.stream,
@@ -443,7 +434,7 @@ impl Server {
                 }
             }
             if let Some(e) = sink.error {
-                return self.close(key, reason_for(&e));
+                return self.close(key, Reason::of(&e));
             }
             match next {
                 Next::Keep => {}
@@ -474,7 +465,7 @@ impl Server {
         };
         let next = conn.session.timer(now, &self.settings, &mut sink);
         if let Some(e) = sink.error {
-            return self.close(key, reason_for(&e));
+            return self.close(key, Reason::of(&e));
         }
         match next {
             Next::Keep => {}

@@ -56,6 +56,15 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Why a read or write on the client's socket ended it.
+    pub fn of(e: &std::io::Error) -> Reason {
+        use std::io::ErrorKind::*;
+        match e.kind() {
+            ConnectionReset | BrokenPipe | ConnectionAborted => Reason::Reset,
+            _ => Reason::Error,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Reason::Quit => "quit",
