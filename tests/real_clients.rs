@@ -19,18 +19,9 @@ const FAST_TARPIT: &[&str] = &[
     "300ms-400ms",
 ];
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn swaks_is_tarpitted_through_a_whole_transaction() {
-    // .ci/run installs swaks; a developer machine without it skips loudly.
-    if !have("swaks") {
-        eprintln!("SKIPPED: swaks is not installed (apt-get install swaks)");
+    if !have_tool("swaks") {
         return;
     }
     let d = Daemon::start(FAST_TARPIT);
@@ -60,8 +51,7 @@ fn swaks_is_tarpitted_through_a_whole_transaction() {
 
 #[test]
 fn python_smtplib_is_tarpitted_and_delivers_nothing() {
-    if !have("python3") {
-        eprintln!("SKIPPED: python3 is not installed");
+    if !have_tool("python3") {
         return;
     }
     let d = Daemon::start(FAST_TARPIT);

@@ -684,3 +684,22 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Whether an outside program the test needs (strace, swaks, python3) is
+/// installed. Missing, the test is skipped with a note on a developer's
+/// machine; CI sets `SMTARPIT_REQUIRE_TOOLS=1` (its script installs them),
+/// and there a missing tool fails the test instead of skipping it.
+pub fn have_tool(tool: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("SMTARPIT_REQUIRE_TOOLS").is_none(),
+            "{tool} is required here (SMTARPIT_REQUIRE_TOOLS is set) but not installed"
+        );
+        eprintln!("SKIPPED: {tool} is not installed (apt-get install {tool})");
+    }
+    found
+}
