@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{check_log, ms, Client, Daemon, Record, HOST, WAIT};
+use common::{check_log, ms, Client, Daemon, Record, Rng, HOST, WAIT};
 use std::cell::Cell;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -213,18 +213,6 @@ fn drain(stream: &TcpStream) -> JoinHandle<Vec<u8>> {
             }
         }
     })
-}
-
-/// A seeded xorshift64* for reproducible garbage.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
 }
 
 // ---- clients made by hand ----

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{check_log, have_tool, ms, Daemon, Record, HOST, WAIT};
+use common::{check_log, have_tool, ms, Daemon, Record, Rng, HOST, WAIT};
 use smtarpit::smtp::{self, Ident, Reply};
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -336,22 +336,6 @@ fn allowed(event: &str) -> &'static [&'static str] {
             "late_max_ms",
         ],
         _ => &[],
-    }
-}
-
-/// xorshift64*, seeded: reproducible garbage.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
     }
 }
 
