@@ -197,6 +197,8 @@ pub struct Session {
     cmds: u16,
     /// 2: byte offset in the current filler line or final part.
     col: u16,
+    /// 1 byte each: where the dialogue and the trickle stand, and up to
+    /// three replies queued behind the one being trickled.
     phase: Phase,
     class: Class,
     flags: u8,
@@ -772,6 +774,12 @@ mod tests {
         fn send(&mut self, _: &[u8]) -> usize {
             0
         }
+    }
+
+    #[test]
+    fn the_session_fits_its_budget() {
+        // 64 bytes, so that with its 4-byte socket a Conn is 72.
+        assert_eq!(std::mem::size_of::<Session>(), 64);
     }
 
     #[test]
