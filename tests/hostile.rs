@@ -11,11 +11,10 @@
 
 mod common;
 
-use common::{check_log, ms, Client, Daemon, Record, Rng, HOST, WAIT};
+use common::{check_log, ms, socket_to, Client, Daemon, Opts, Record, Rng, ETHERNET, HOST, WAIT};
 use std::cell::Cell;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::FromRawFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -217,60 +216,12 @@ fn drain(stream: &TcpStream) -> JoinHandle<Vec<u8>> {
 
 // ---- clients made by hand ----
 
-/// Socket options: (level, name, value), set before connecting.
-type Opts = &'static [(libc::c_int, libc::c_int, libc::c_int)];
-
-/// An Ethernet-sized MSS. Over loopback the MSS is about 64 KB, far above
-/// the 4 KB receive window the daemon gives its sockets, and a sender then
-/// crawls on window probes (about 20 KB/s): true on loopback only, so the
-/// clients that send in bulk clamp their MSS as a real network would.
-const ETHERNET: Opts = &[(libc::IPPROTO_TCP, libc::TCP_MAXSEG, 1460)];
 /// A client that never reads: the smallest buffers, so the daemon's
 /// replies back up at once.
 const TINY_BUFFERS: Opts = &[
     (libc::SOL_SOCKET, libc::SO_RCVBUF, 1024),
     (libc::SOL_SOCKET, libc::SO_SNDBUF, 1024),
 ];
-
-/// Connects to `to` with `opts` set first.
-fn socket_to(to: SocketAddr, opts: Opts) -> TcpStream {
-    let SocketAddr::V4(to) = to else {
-        panic!("IPv4 only")
-    };
-    // SAFETY: a fresh socket owned by the TcpStream at once; option values
-    // and the address are valid for the lengths given.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let stream = TcpStream::from_raw_fd(fd);
-        for &(level, name, value) in opts {
-            let rc = libc::setsockopt(
-                fd,
-                level,
-                name,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-            assert_eq!(rc, 0, "setsockopt: {}", std::io::Error::last_os_error());
-        }
-        let a = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: to.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(to.ip().octets()),
-            },
-            sin_zero: [0; 8],
-        };
-        let rc = libc::connect(
-            fd,
-            (&a as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
-        stream.set_nodelay(true).unwrap();
-        stream
-    }
-}
 
 /// A client over an Ethernet-sized MSS, reading lines with a deadline.
 struct Wire {

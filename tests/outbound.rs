@@ -8,12 +8,12 @@
 
 mod common;
 
-use common::{check_log, have_tool, ms, Daemon, Record, Rng, HOST, WAIT};
+use common::{check_log, have_tool, ms, socket_to, Daemon, Record, Rng, ETHERNET, HOST, WAIT};
 use smtarpit::smtp::{self, Ident, Reply};
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::thread::{self, JoinHandle};
@@ -54,45 +54,6 @@ fn pid_of(d: &Daemon) -> u32 {
         }
     }
     panic!("no child of ours holds {want}");
-}
-
-/// Connects with an Ethernet-sized MSS: over loopback's 64 KB MSS a bulk
-/// sender crawls against the daemon's 4 KB receive window.
-fn connect(to: SocketAddr) -> TcpStream {
-    let SocketAddr::V4(to) = to else {
-        panic!("IPv4 only")
-    };
-    // SAFETY: a fresh socket owned by the TcpStream at once; the option
-    // value and the address are valid for the lengths given.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let stream = TcpStream::from_raw_fd(fd);
-        let mss: libc::c_int = 1460;
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_MAXSEG,
-            (&mss as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        let a = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: to.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(to.ip().octets()),
-            },
-            sin_zero: [0; 8],
-        };
-        let rc = libc::connect(
-            fd,
-            (&a as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
-        stream.set_nodelay(true).unwrap();
-        stream
-    }
 }
 
 /// Reads everything a client is sent on another thread, until the end.
@@ -408,7 +369,7 @@ fn no_client_can_forge_or_break_a_record() {
         let mut rng = Rng(seed);
         let mut peers = HashSet::new();
         for i in 0..N {
-            let s = connect(d.addr());
+            let s = socket_to(d.addr(), ETHERNET);
             peers.insert(s.local_addr().unwrap().to_string());
             // Replies are read only by the one that half-closes (the others
             // leave them in a receive buffer big enough for them all).
@@ -498,7 +459,7 @@ fn ten_thousand_commands_from_a_machine_get_no_more_than_the_trickle() {
         "--reply-time",
         "1s",
     ]);
-    let s = connect(d.addr());
+    let s = socket_to(d.addr(), ETHERNET);
     let mut greeting = [0u8; 19];
     (&s).read_exact(&mut greeting).unwrap();
     assert_eq!(&greeting, format!("220 {HOST} ESMTP\r\n").as_bytes());
