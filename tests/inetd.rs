@@ -9,8 +9,10 @@
 
 mod common;
 
-use common::{check_log, ms, root, Record, TempDir, HOST, WAIT};
-use std::fs::{self, File};
+use common::{
+    check_log, file_lines, file_records, ms, root, wait_file, Record, TempDir, HOST, WAIT,
+};
+use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -207,38 +209,6 @@ fn args<'a>(log: &'a str, more: &[&'a str]) -> Vec<&'a str> {
     all
 }
 
-/// Every line of the log file so far, complete lines only.
-fn log_lines(path: &Path) -> Vec<Vec<u8>> {
-    let text = fs::read(path).unwrap_or_default();
-    text.split_inclusive(|&b| b == b'\n')
-        .filter(|l| l.ends_with(b"\n"))
-        .map(<[u8]>::to_vec)
-        .collect()
-}
-
-fn records(path: &Path) -> Vec<Record> {
-    log_lines(path)
-        .iter()
-        .filter_map(|l| Record::parse(std::str::from_utf8(l).ok()?))
-        .collect()
-}
-
-fn wait_record(path: &Path, what: &str, pred: impl Fn(&Record) -> bool) -> Record {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(r) = records(path).into_iter().find(|r| pred(r)) {
-            return r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for '{what}' in {}:\n{}",
-            path.display(),
-            String::from_utf8_lossy(&fs::read(path).unwrap_or_default())
-        );
-        std::thread::sleep(ms(10));
-    }
-}
-
 /// A person's whole dialogue, from the greeting to the end after QUIT.
 fn person(w: &mut Wire) {
     assert_eq!(w.line(), format!("220 {HOST} ESMTP"));
@@ -257,7 +227,7 @@ fn person(w: &mut Wire) {
 /// The records of a person's session: accept, classify, a cmd per command,
 /// one close with what was said; and the file's invariants.
 fn check_person_records(log: &Path, w: &Wire, peer: &str) {
-    let records = check_log(&log_lines(log));
+    let records = check_log(&file_lines(log));
     let events: Vec<&Record> = records
         .iter()
         .filter(|r| r.get("event").is_some())
@@ -318,7 +288,7 @@ fn on_a_socketpair_a_person_is_served_and_the_process_exits_after_quit() {
     // A Unix socket has no IP peer: the records say so plainly.
     check_person_records(&log, &w, "0.0.0.0:0");
     if root() {
-        let msgs: Vec<String> = records(&log)
+        let msgs: Vec<String> = file_records(&log)
             .iter()
             .filter_map(|r| r.get("msg").map(str::to_owned))
             .collect();
@@ -359,7 +329,7 @@ fn on_pipes_a_person_is_served_and_the_process_exits_after_quit() {
     if root() {
         let chrooted = format!("chrooted to {}", jail.path());
         assert!(
-            records(&log)
+            file_records(&log)
                 .iter()
                 .any(|r| r.get("msg") == Some(&chrooted)),
             "not chrooted"
@@ -495,10 +465,10 @@ fn a_vanished_reader_is_a_reset_not_a_sigpipe() {
             "{class}: killed by a signal: {status}"
         );
         assert!(status.success(), "{class}: exit {status}");
-        let close = wait_record(&log, "close", |r| r.is("close"));
+        let close = wait_file(&log, "close", |r| r.is("close"));
         assert_eq!(close.at("reason"), "reset", "{class}: {}", close.line);
         assert_eq!(close.at("class"), class, "{}", close.line);
-        check_log(&log_lines(&log));
+        check_log(&file_lines(&log));
     }
 }
 
@@ -520,13 +490,13 @@ fn sigterm_ends_an_inetd_session_with_a_421() {
     assert_eq!(w.line(), format!("220 {HOST} ESMTP"));
     std::thread::sleep(ms(400));
     assert_eq!(w.cmd("HELO p.example", ms(300)), format!("250 {HOST}"));
-    wait_record(&log, "cmd", |r| r.is("cmd"));
+    wait_file(&log, "cmd", |r| r.is("cmd"));
     p.signal(libc::SIGTERM);
     let status = p.wait_exit(ms(1000)).expect("exit within a second");
     assert!(status.success(), "exit {status}");
-    let close = wait_record(&log, "close", |r| r.is("close"));
+    let close = wait_file(&log, "close", |r| r.is("close"));
     assert_eq!(close.at("reason"), "shutdown", "{}", close.line);
-    check_log(&log_lines(&log));
+    check_log(&file_lines(&log));
     let rest = w.eof_in(WAIT);
     assert_eq!(
         String::from_utf8_lossy(&rest),

@@ -10,7 +10,9 @@
 
 mod common;
 
-use common::{ms, root, Client, Daemon, Record, TempDir, TempFile, HOST, WAIT};
+use common::{
+    file_records, ms, root, wait_file, Client, Daemon, Record, TempDir, TempFile, HOST, WAIT,
+};
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
@@ -300,32 +302,6 @@ fn machine_with_banner(d: &Daemon, banner: &str) -> Client {
 
 // ---------------------------------------------------------------------------
 // The log file and logrotate.
-
-/// The records of a log file as it is now (complete lines only).
-fn file_records(path: &Path) -> Vec<Record> {
-    let text = fs::read(path).unwrap_or_default();
-    text.split_inclusive(|&b| b == b'\n')
-        .filter(|l| l.ends_with(b"\n"))
-        .filter_map(|l| Record::parse(std::str::from_utf8(l).ok()?))
-        .collect()
-}
-
-/// Waits for a record in a log file.
-fn wait_file(path: &Path, what: &str, pred: impl Fn(&Record) -> bool) -> Record {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(r) = file_records(path).into_iter().find(|r| pred(r)) {
-            return r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for '{what}' in {}:\n{}",
-            path.display(),
-            String::from_utf8_lossy(&fs::read(path).unwrap_or_default())
-        );
-        std::thread::sleep(ms(10));
-    }
-}
 
 fn accepted_from(c: &Client) -> impl Fn(&Record) -> bool {
     let peer = c.local.to_string();

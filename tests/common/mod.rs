@@ -768,3 +768,38 @@ pub fn socket_to(to: std::net::SocketAddr, opts: Opts) -> std::net::TcpStream {
         stream
     }
 }
+
+/// Every complete line of a log file (the daemon's `--log-file`) so far.
+pub fn file_lines(path: &std::path::Path) -> Vec<Vec<u8>> {
+    let text = std::fs::read(path).unwrap_or_default();
+    text.split_inclusive(|&b| b == b'\n')
+        .filter(|l| l.ends_with(b"\n"))
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// The records of a log file as it is now (complete lines only).
+pub fn file_records(path: &std::path::Path) -> Vec<Record> {
+    file_lines(path)
+        .iter()
+        .filter_map(|l| Record::parse(std::str::from_utf8(l).ok()?))
+        .collect()
+}
+
+/// Waits for a record in a log file that satisfies `pred`; panics with the
+/// file's text on timeout.
+pub fn wait_file(path: &std::path::Path, what: &str, pred: impl Fn(&Record) -> bool) -> Record {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(r) = file_records(path).into_iter().find(|r| pred(r)) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for '{what}' in {}:\n{}",
+            path.display(),
+            String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default())
+        );
+        std::thread::sleep(ms(10));
+    }
+}
