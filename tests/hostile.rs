@@ -35,39 +35,6 @@ fn args<'a>(more: &[&'a str]) -> Vec<&'a str> {
 
 // ---- the daemon's process, seen from /proc ----
 
-/// The daemon's process id: the child of this process that holds the socket
-/// listening on the daemon's port.
-fn pid_of(d: &Daemon) -> u32 {
-    let local = format!("0100007F:{:04X}", d.port);
-    let tcp = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-    let inode = tcp
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f[1] == local && f[3] == "0A")
-        .map(|f| f[9].to_owned())
-        .unwrap_or_else(|| panic!("no listener on {local}"));
-    let want = format!("socket:[{inode}]");
-    let me = std::process::id();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if stat_fields(pid).and_then(|f| f.get(1).cloned()) != Some(me.to_string()) {
-            continue;
-        }
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == want) {
-                return pid;
-            }
-        }
-    }
-    panic!("no child of ours holds {want}");
-}
-
 /// The fields of /proc/PID/stat after the command name: [state, ppid, ...].
 fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -124,7 +91,7 @@ struct Watched {
 impl Watched {
     fn start(more: &[&str]) -> Watched {
         let d = Daemon::start(&args(more));
-        let pid = pid_of(&d);
+        let pid = d.pid();
         still_serves(&d);
         let rss0 = rss_kb(pid);
         Watched {

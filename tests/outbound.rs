@@ -19,43 +19,6 @@ use std::process::{Command, Stdio};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-/// The daemon's process id: the child of this process that holds the socket
-/// listening on the daemon's port.
-fn pid_of(d: &Daemon) -> u32 {
-    let local = format!("0100007F:{:04X}", d.port);
-    let tcp = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-    let inode = tcp
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f[1] == local && f[3] == "0A")
-        .map(|f| f[9].to_owned())
-        .unwrap_or_else(|| panic!("no listener on {local}"));
-    let want = format!("socket:[{inode}]");
-    let me = std::process::id().to_string();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        if after.split_whitespace().nth(1) != Some(me.as_str()) {
-            continue;
-        }
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == want) {
-                return pid;
-            }
-        }
-    }
-    panic!("no child of ours holds {want}");
-}
-
 /// Reads everything a client is sent on another thread, until the end.
 fn drain(stream: &TcpStream) -> JoinHandle<Vec<u8>> {
     let mut s = stream.try_clone().expect("clone");
@@ -133,7 +96,7 @@ fn once_serving_it_opens_no_socket_and_connects_nowhere() {
         "--reply-time",
         "200ms",
     ]);
-    let pid = pid_of(&d);
+    let pid = d.pid();
     let trace =
         std::env::temp_dir().join(format!("smtarpit-outbound-{}.strace", std::process::id()));
     let mut strace = Command::new("strace")

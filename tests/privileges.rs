@@ -47,33 +47,6 @@ fn start(args: &[&str]) -> Daemon {
     d
 }
 
-/// The pid of our child whose command line holds `marker` (a path unique to
-/// the test): the harness keeps the child to itself.
-fn pid_of(marker: &str) -> u32 {
-    let me = std::process::id();
-    for entry in fs::read_dir("/proc").expect("/proc") {
-        let Ok(entry) = entry else { continue };
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid ...": comm may hold anything but ')'.
-        let after = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
-        let ppid = after.split_whitespace().nth(1).and_then(|p| p.parse().ok());
-        if ppid != Some(me) {
-            continue;
-        }
-        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        if args.contains(&marker.as_bytes()) {
-            return pid;
-        }
-    }
-    panic!("no child process with '{marker}' in its command line");
-}
-
 /// `/proc/PID/status` as (field, value) pairs, values trimmed.
 fn status(pid: u32) -> Vec<(String, String)> {
     fs::read_to_string(format!("/proc/{pid}/status"))
@@ -126,7 +99,7 @@ fn serves_from_the_chroot_as_nobody_with_no_way_back() {
     let d = start(&["--chroot", jail.path(), "--user", "nobody"]);
     // The greeting proves it serves; what /proc shows now is what serves.
     let mut c = d.machine();
-    let pid = pid_of(jail.path());
+    let pid = d.pid();
     assert_dropped(pid);
     let link = |what: &str| fs::read_link(format!("/proc/{pid}/{what}")).expect("readlink");
     assert_eq!(link("root"), jail.0, "/proc/PID/root");
@@ -177,7 +150,7 @@ fn no_chroot_still_drops_to_the_user() {
     let conf = common::TempFile::new("privs-nochroot.conf", "");
     let d = start(&["--no-chroot", "--user", "nobody", "-f", conf.path()]);
     let _c = d.machine();
-    let pid = pid_of(conf.path());
+    let pid = d.pid();
     assert_dropped(pid);
     assert_eq!(
         fs::read_link(format!("/proc/{pid}/root")).unwrap(),

@@ -600,30 +600,6 @@ fn sigint_closes_every_connection_and_exits_0() {
     assert_eq!(last.num("closed"), 3, "{}", last.line);
 }
 
-/// The pid of our child whose command line holds `marker`.
-fn pid_of(marker: &str) -> u32 {
-    let me = std::process::id();
-    for entry in fs::read_dir("/proc").expect("/proc") {
-        let Ok(entry) = entry else { continue };
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let after = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
-        let ppid = after.split_whitespace().nth(1).and_then(|p| p.parse().ok());
-        if ppid != Some(me) {
-            continue;
-        }
-        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if cmdline.split(|&b| b == 0).any(|a| a == marker.as_bytes()) {
-            return pid;
-        }
-    }
-    panic!("no child process with '{marker}' in its command line");
-}
-
 /// A signal mask field of `/proc/PID/status` (SigIgn, SigBlk, ...).
 fn sigmask(pid: u32, field: &str) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -656,7 +632,7 @@ fn sigpipe_never_kills_the_daemon() {
         "--reply-time",
         "10s",
     ]);
-    let pid = pid_of(marker.path());
+    let pid = d.pid();
     assert_ne!(
         sigmask(pid, "SigIgn") & bit(libc::SIGPIPE),
         0,

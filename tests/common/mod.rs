@@ -163,6 +163,11 @@ impl Daemon {
         }
     }
 
+    /// The daemon's process id, for what only /proc shows.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
     }
