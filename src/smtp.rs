@@ -263,6 +263,21 @@ pub fn render(reply: Reply, id: &Ident, out: &mut impl Write) {
     };
 }
 
+/// The most bytes any reply renders to: the largest final part a trickle
+/// sends at once, after its filler.
+pub fn longest_reply(id: &Ident) -> usize {
+    let mut text = Vec::new();
+    Reply::ALL
+        .iter()
+        .map(|&r| {
+            text.clear();
+            render(r, id, &mut text);
+            text.len()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// Where the dialogue stands (RFC 5321 4.1.4 sequencing).
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,7 +14,7 @@
 //! same checks run under both.
 
 use smtarpit::session::{Next, Session, Settings, Sink};
-use smtarpit::smtp::{self, Ident, Reply, MAX_LINE};
+use smtarpit::smtp::{self, Ident, MAX_LINE};
 use std::net::SocketAddr;
 
 /// Where a case's choices come from.
@@ -302,20 +302,11 @@ impl Sink for Peer {
 
 /// The longest final part a reply can have with these settings.
 fn max_final(set: &Settings) -> usize {
-    let id = Ident {
+    smtp::longest_reply(&Ident {
         hostname: &set.hostname,
         banner: &set.banner,
         queue_id: u64::MAX,
-    };
-    Reply::ALL
-        .iter()
-        .map(|&r| {
-            let mut v = Vec::new();
-            smtp::render(r, &id, &mut v);
-            v.len()
-        })
-        .max()
-        .unwrap()
+    })
 }
 
 /// What one run did, for the checks.

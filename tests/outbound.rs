@@ -9,7 +9,7 @@
 mod common;
 
 use common::{check_log, have_tool, ms, socket_to, Daemon, Record, Rng, ETHERNET, HOST, WAIT};
-use smtarpit::smtp::{self, Ident, Reply};
+use smtarpit::smtp::{self, Ident};
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -394,20 +394,11 @@ fn no_client_can_forge_or_break_a_record() {
 
 /// The longest final part of any reply, with the tests' host name.
 fn max_final() -> usize {
-    let id = Ident {
+    smtp::longest_reply(&Ident {
         hostname: HOST,
         banner: "ESMTP",
         queue_id: u64::MAX,
-    };
-    Reply::ALL
-        .iter()
-        .map(|&r| {
-            let mut v = Vec::new();
-            smtp::render(r, &id, &mut v);
-            v.len()
-        })
-        .max()
-        .unwrap()
+    })
 }
 
 #[test]
