@@ -3,12 +3,11 @@
 
 mod common;
 
-use common::{ms, Client, Daemon, HOST, WAIT};
+use common::{assert_shut_down, ms, Client, Daemon, HOST, SHUTTING_DOWN, WAIT};
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
 const TOO_MANY: &str = "421 4.7.0 mx.test Error: too many connections";
-const SHUTTING_DOWN: &str = "421 4.3.2 mx.test Service shutting down";
 
 /// A client that must be refused: a 421 at once, then the end of the stream.
 fn expect_refused(c: &mut Client) {
@@ -201,21 +200,7 @@ fn sigterm_closes_every_connection_and_exits_0() {
     let mut d = Daemon::start(SHUTDOWN_ARGS);
     let mut clients = three_connections(&d);
     let (status, took) = d.terminate();
-    assert!(status.success(), "exit {status}");
-    assert!(took < ms(1000), "exit after {took:?}");
-    let records = common::check_log(&d.raw_lines());
-    let closes: Vec<_> = records.iter().filter(|r| r.is("close")).collect();
-    assert_eq!(closes.len(), 3);
-    for c in &mut clients {
-        let rest = c.eof_in(WAIT);
-        let text = String::from_utf8_lossy(&rest);
-        assert!(text.ends_with(&format!("{SHUTTING_DOWN}\r\n")), "{text:?}");
-        let close = closes
-            .iter()
-            .find(|r| r.at("peer") == c.local.to_string())
-            .expect("a close record for each client");
-        assert_eq!(close.at("reason"), "shutdown", "{}", close.line);
-    }
+    let records = assert_shut_down(&d, status, took, &mut clients);
     assert!(records.iter().any(|r| r.is("stats")), "a last stats record");
 }
 

@@ -11,7 +11,8 @@
 mod common;
 
 use common::{
-    file_records, ms, root, wait_file, Client, Daemon, Record, TempDir, TempFile, HOST, WAIT,
+    assert_shut_down, file_records, ms, root, wait_file, Client, Daemon, Record, TempDir, TempFile,
+    HOST, WAIT,
 };
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -551,8 +552,6 @@ fn final_stats_bytes_sent_is_the_sum_of_the_close_records() {
 // ---------------------------------------------------------------------------
 // SIGINT and SIGPIPE.
 
-const SHUTTING_DOWN: &str = "421 4.3.2 mx.test Service shutting down";
-
 #[test]
 fn sigint_closes_every_connection_and_exits_0() {
     let mut d = Daemon::start(&[
@@ -580,21 +579,7 @@ fn sigint_closes_every_connection_and_exits_0() {
         .wait_exit(WAIT)
         .unwrap_or_else(|| panic!("no exit after SIGINT; log:\n{}", d.dump()));
     let took = t0.elapsed();
-    assert!(status.success(), "exit {status}");
-    assert!(took < ms(1000), "exit after {took:?}");
-    let records = common::check_log(&d.raw_lines());
-    let closes: Vec<&Record> = records.iter().filter(|r| r.is("close")).collect();
-    assert_eq!(closes.len(), 3, "one close record each");
-    for c in &mut clients {
-        let rest = c.eof_in(WAIT);
-        let text = String::from_utf8_lossy(&rest);
-        assert!(text.ends_with(&format!("{SHUTTING_DOWN}\r\n")), "{text:?}");
-        let close = closes
-            .iter()
-            .find(|r| r.at("peer") == c.local.to_string())
-            .expect("a close record for each client");
-        assert_eq!(close.at("reason"), "shutdown", "{}", close.line);
-    }
+    let records = assert_shut_down(&d, status, took, &mut clients);
     let last = records.iter().rev().find(|r| r.is("stats")).expect("stats");
     assert_eq!(last.num("clients"), 0, "{}", last.line);
     assert_eq!(last.num("closed"), 3, "{}", last.line);

@@ -808,3 +808,33 @@ pub fn wait_file(path: &std::path::Path, what: &str, pred: impl Fn(&Record) -> b
         std::thread::sleep(ms(10));
     }
 }
+
+/// The 421 every client gets when the daemon is stopped.
+pub const SHUTTING_DOWN: &str = "421 4.3.2 mx.test Service shutting down";
+
+/// After a stop signal: the daemon exited 0 within a second, each client's
+/// stream ends with the 421, and each has its close record with
+/// reason=shutdown. Returns the log's records.
+pub fn assert_shut_down(
+    d: &Daemon,
+    status: ExitStatus,
+    took: Duration,
+    clients: &mut [Client],
+) -> Vec<Record> {
+    assert!(status.success(), "exit {status}");
+    assert!(took < ms(1000), "exit after {took:?}");
+    let records = check_log(&d.raw_lines());
+    let closes: Vec<&Record> = records.iter().filter(|r| r.is("close")).collect();
+    assert_eq!(closes.len(), clients.len(), "one close record each");
+    for c in clients {
+        let rest = c.eof_in(WAIT);
+        let text = String::from_utf8_lossy(&rest);
+        assert!(text.ends_with(&format!("{SHUTTING_DOWN}\r\n")), "{text:?}");
+        let close = closes
+            .iter()
+            .find(|r| r.at("peer") == c.local.to_string())
+            .expect("a close record for each client");
+        assert_eq!(close.at("reason"), "shutdown", "{}", close.line);
+    }
+    records
+}
