@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 /// Where the log goes, chosen at start-up.
+#[derive(Default)]
 pub enum Dest {
+    #[default]
     Stderr,
     File(File),
     /// The `mail` facility, the socket opened before the chroot.
@@ -25,15 +27,7 @@ pub enum Dest {
 /// The log's destination, shared between the logger and the loop (which
 /// swaps the file on reopen). One thread writes; the mutex is uncontended.
 #[derive(Clone, Default)]
-pub struct LogFile(Arc<Mutex<Target>>);
-
-#[derive(Default)]
-enum Target {
-    #[default]
-    Stderr,
-    File(File),
-    Syslog,
-}
+pub struct LogFile(Arc<Mutex<Dest>>);
 
 static ECHO_ERRORS: AtomicBool = AtomicBool::new(false);
 
@@ -52,18 +46,18 @@ impl LogFile {
             .open(path)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Target> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Dest> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn replace(&self, file: File) {
-        *self.lock() = Target::File(file);
+        *self.lock() = Dest::File(file);
     }
 
     /// The log file, if we write to one.
     pub fn file(&self) -> Option<File> {
         match &*self.lock() {
-            Target::File(f) => f.try_clone().ok(),
+            Dest::File(f) => f.try_clone().ok(),
             _ => None,
         }
     }
@@ -72,9 +66,9 @@ impl LogFile {
 impl Write for LogFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &mut *self.lock() {
-            Target::File(f) => f.write(buf),
-            Target::Stderr => io::stderr().write(buf),
-            Target::Syslog => {
+            Dest::File(f) => f.write(buf),
+            Dest::Stderr => io::stderr().write(buf),
+            Dest::Syslog => {
                 let line = buf.strip_suffix(b"\n").unwrap_or(buf);
                 // Our lines are escaped ASCII; a NUL cannot occur, but if it
                 // did the line would be cut, not lost.
@@ -98,22 +92,18 @@ pub fn init(verbose: u8, dest: Dest, stderr_is_client: bool) -> LogFile {
     let sink = LogFile::default();
     let echo = !stderr_is_client && !matches!(dest, Dest::Stderr);
     ECHO_ERRORS.store(echo, Ordering::Relaxed);
-    *sink.lock() = match dest {
-        Dest::Stderr => Target::Stderr,
-        Dest::File(f) => Target::File(f),
-        Dest::Syslog => {
-            // LOG_NDELAY: connect to /dev/log now, before the chroot hides it.
-            // SAFETY: the identifier is a static NUL-terminated string.
-            unsafe {
-                libc::openlog(
-                    c"smtarpit".as_ptr(),
-                    libc::LOG_PID | libc::LOG_NDELAY,
-                    libc::LOG_MAIL,
-                )
-            };
-            Target::Syslog
-        }
-    };
+    if let Dest::Syslog = dest {
+        // LOG_NDELAY: connect to /dev/log now, before the chroot hides it.
+        // SAFETY: the identifier is a static NUL-terminated string.
+        unsafe {
+            libc::openlog(
+                c"smtarpit".as_ptr(),
+                libc::LOG_PID | libc::LOG_NDELAY,
+                libc::LOG_MAIL,
+            )
+        };
+    }
+    *sink.lock() = dest;
     let level = match verbose {
         0 => log::LevelFilter::Info,
         1 => log::LevelFilter::Debug,
