@@ -27,7 +27,7 @@ const LISTENER_BASE: usize = usize::MAX - 1;
 const READS_PER_EVENT: usize = 16;
 /// Kernel socket buffers for accepted sockets. A tarpit needs no window; the
 /// kernel doubles the value and enforces its own minimum.
-const SOCK_BUF: libc::c_int = 2048;
+const SOCK_BUF: usize = 2048;
 
 /// A held connection: its socket and its session. The socket is kept as a
 /// plain std stream (just the descriptor) and registered by descriptor.
@@ -539,19 +539,10 @@ fn std_stream(s: mio::net::TcpStream) -> TcpStream {
 }
 
 fn set_small_buffers(stream: &TcpStream) {
-    let fd = stream.as_raw_fd();
-    for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
-        // Best effort: a failure leaves the kernel's default, which works.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                (&SOCK_BUF as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-    }
+    use nix::sys::socket::{setsockopt, sockopt};
+    // Best effort: a failure leaves the kernel's default, which works.
+    let _ = setsockopt(stream, sockopt::SndBuf, &SOCK_BUF);
+    let _ = setsockopt(stream, sockopt::RcvBuf, &SOCK_BUF);
 }
 
 #[cfg(test)]
